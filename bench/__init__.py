@@ -1,0 +1,1 @@
+"""Benchmarks for reviewqueue: `python -m bench` (see bench/README.md)."""

@@ -1,0 +1,5 @@
+"""All of /api/v1/. Each resource module holds its own views and `urlpatterns`."""
+
+from reviewqueue.api import items, queues, rules, steps
+
+urlpatterns = [*steps.urlpatterns, *queues.urlpatterns, *items.urlpatterns, *rules.urlpatterns]

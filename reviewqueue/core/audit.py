@@ -1,0 +1,49 @@
+"""Writing the audit trail: one call per state or configuration change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import models
+
+from reviewqueue.core.models import Agent, AuditEvent
+
+
+def audit_event(
+    action: str,
+    obj: models.Model | None = None,
+    *,
+    object_type: str = "",
+    object_id: Any = "",
+    actor: AbstractBaseUser | None = None,
+    agent: Agent | None = None,
+    before: Any = None,
+    after: Any = None,
+) -> AuditEvent:
+    """Build (unsaved) an audit event. `action` is "<thing>.<verb>", e.g. "item.claimed"."""
+    if obj is not None:
+        object_type = object_type or obj._meta.model_name or ""
+        object_id = obj.pk
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return AuditEvent(
+        actor=user,
+        actor_agent=agent,
+        actor_label=(user.get_username() if user else (f"agent:{agent.name}" if agent else "system")),
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        before=before,
+        after=after,
+    )
+
+
+def record(action: str, obj: models.Model | None = None, **kwargs: Any) -> AuditEvent:
+    """Save one audit event; call inside the transaction that makes the change."""
+    event = audit_event(action, obj, **kwargs)
+    event.save()
+    return event
+
+
+def record_many(events: list[AuditEvent]) -> None:
+    AuditEvent.objects.bulk_create(events, batch_size=500)

@@ -1,0 +1,74 @@
+"""Access helpers: one per object kind, called first by every API view and HTML view.
+
+A queue or item the user may not review is answered with 404 (Http404), so queue names and item
+ids do not leak to non-members; staff-only operations answer 403 (PermissionDenied).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from reviewqueue.review.models import Queue, ReviewItem
+from reviewqueue.review.services import can_review
+
+
+def require_staff(user: Any) -> None:
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("Only staff may do this.")
+
+
+def queue_for_reviewer(user: Any, slug: str) -> Queue:
+    """The queue, if `user` may review it (membership, direct or by group); else 404."""
+    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug).first()
+    if queue is None or not can_review(user=user, queue=queue):
+        raise Http404("No such queue.")
+    return queue
+
+
+def queue_for_viewer(user: Any, slug: str) -> Queue:
+    """The queue for reading its configuration: staff, or a member; else 404."""
+    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug).first()
+    if queue is None or not (getattr(user, "is_staff", False) or can_review(user=user, queue=queue)):
+        raise Http404("No such queue.")
+    return queue
+
+
+def queue_for_staff(user: Any, slug: str) -> Queue:
+    """The queue, for administering it: 403 for non-staff, then 404 when it does not exist."""
+    require_staff(user)
+    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug).first()
+    if queue is None:
+        raise Http404("No such queue.")
+    return queue
+
+
+def _item(item_id: Any) -> ReviewItem:
+    try:
+        return ReviewItem.objects.select_related("queue", "step", "claimed_by", "assigned_to").get(pk=int(item_id))
+    except (ReviewItem.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such item.") from None
+
+
+def item_for_reviewer(user: Any, item_id: Any) -> ReviewItem:
+    """An item in a queue `user` reviews (staff may see every item); else 404. Whether the user
+    holds the lease is the services' business (they answer 409)."""
+    item = _item(item_id)
+    if not (getattr(user, "is_staff", False) or can_review(user=user, queue=item.queue)):
+        raise Http404("No such item.")
+    return item
+
+
+def item_for_viewer(user: Any, item_id: Any) -> ReviewItem:
+    """An item's full detail: staff, or the reviewer holding its claim right now; else 404."""
+    item = _item(item_id)
+    if not (getattr(user, "is_staff", False) or (user.is_authenticated and item.claimed_by_id == user.pk)):
+        raise Http404("No such item.")
+    return item
+
+
+def item_for_staff(user: Any, item_id: Any) -> ReviewItem:
+    require_staff(user)
+    return _item(item_id)

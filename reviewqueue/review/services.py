@@ -1,0 +1,910 @@
+"""The review workflow: claim, review, release, resolve, escalate, sweep, and queue configuration.
+
+One implementation, called by the API, the reviewer UI, management commands and tasks.
+
+Concurrency (DESIGN §3): every write here runs in one transaction. Claiming locks the chosen row
+with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL), so concurrent reviewers never wait on each
+other and never get the same item; every later change to an item (review, release, heartbeat,
+adjudication) locks the item row first and re-checks its state under the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from reviewqueue.core import audit
+from reviewqueue.core.models import AuditEvent, Step, StepStatus
+from reviewqueue.review import signals
+from reviewqueue.review.models import (
+    OPEN_ITEM_STATUSES,
+    Decision,
+    DecisionMethod,
+    ItemStatus,
+    Queue,
+    Review,
+    ReviewItem,
+    TimeoutAction,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser as User
+else:
+    User = Any
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def _summarise(errors: Mapping[str, Any]) -> str:
+    """`{"reason": ["required for reject"]}` -> "reason: required for reject" (first problem per field)."""
+
+    def first(value: Any) -> str:
+        if isinstance(value, Mapping):
+            return "; ".join(f"{k}: {first(v)}" for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return " ".join(first(v) for v in value)
+        return str(value)
+
+    return "; ".join(f"{field}: {first(value)}" for field, value in errors.items())
+
+
+class ReviewError(Exception):
+    """A refused review operation. `errors` maps field names to lists of messages (labels nest:
+    `{"labels": {"tone": [...]}}`); `message` is one readable line; `status_code` the HTTP answer."""
+
+    status_code = 400
+
+    def __init__(self, message: str = "", *, errors: Mapping[str, Any] | None = None) -> None:
+        self.errors: dict[str, Any] = dict(errors or {})
+        self.message = message or _summarise(self.errors)
+        super().__init__(self.message)
+
+
+class LeaseLost(ReviewError):
+    """The item is not (or no longer) claimed by this user: lease expired, released, held by another."""
+
+    status_code = 409
+
+
+class Conflict(ReviewError):
+    """The item is not in a state that allows the operation (e.g. already resolved)."""
+
+    status_code = 409
+
+
+class NotAMember(ReviewError):
+    status_code = 403
+
+
+class NotAllowed(ReviewError):
+    """Staff only."""
+
+    status_code = 403
+
+
+class ItemNotFound(ReviewError):
+    status_code = 404
+
+
+class QueueError(ReviewError):
+    """Invalid queue configuration (400) — or, with status 409, a queue that cannot be deleted."""
+
+
+# --- membership -----------------------------------------------------------------------------------
+
+
+def can_review(*, user: User, queue: Queue) -> bool:
+    """Members of the queue, directly or through one of its groups. Staff are not implicitly members."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    return Queue.objects.filter(pk=queue.pk).filter(Q(members=user) | Q(groups__user=user)).exists()
+
+
+def _require_staff(actor: User | None) -> None:
+    if actor is None or not getattr(actor, "is_staff", False):
+        raise NotAllowed("Only staff may do this.")
+
+
+# --- claiming -------------------------------------------------------------------------------------
+
+
+def _lock(qs: Any) -> Any:
+    """Lock only the item rows (not joined queue/step rows), skipping rows others hold."""
+    return qs.select_for_update(skip_locked=True, of=("self",))
+
+
+def claim_next_item(*, queue: Queue, user: User) -> ReviewItem | None:
+    """Give `user` the next item of `queue` to review, or None when nothing is left for them.
+
+    Resumes the user's live claim in this queue first. Otherwise, in this order: items assigned
+    to the user; pending items by priority (desc) then age (id asc) — the query walks the partial
+    index `item_claim_order` and stops at the first claimable row, so its cost does not grow with
+    the queue's depth; then items whose lease ran out before the sweeper got to them. Items the
+    user has already reviewed and items assigned to someone else are never offered."""
+    if not can_review(user=user, queue=queue):
+        raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
+    now = timezone.now()
+    live = (
+        ReviewItem.objects.filter(queue=queue, status=ItemStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
+        .order_by("id")
+        .first()
+    )
+    if live is not None:
+        return live
+
+    not_reviewed = ~Exists(Review.objects.filter(item=OuterRef("pk"), reviewer=user))
+    expired = Q(status=ItemStatus.CLAIMED, lease_expires_at__lte=now)
+    in_queue = ReviewItem.objects.filter(queue=queue).filter(not_reviewed).order_by("-priority", "id")
+    with transaction.atomic():
+        item = (
+            _lock(in_queue.filter(Q(status=ItemStatus.PENDING) | expired, assigned_to=user)).first()
+            or _lock(in_queue.filter(status=ItemStatus.PENDING, assigned_to__isnull=True)).first()
+            or _lock(in_queue.filter(expired, assigned_to__isnull=True)).first()
+        )
+        if item is None:
+            return None
+        before = _item_state(item)
+        item.status = ItemStatus.CLAIMED
+        item.claimed_by = user
+        item.claimed_at = now
+        item.lease_expires_at = now + timedelta(seconds=queue.lease_seconds)
+        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+        audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
+    item.queue = queue
+    return item
+
+
+def _item_state(item: ReviewItem) -> dict[str, Any]:
+    return {
+        "status": item.status,
+        "claimed_by": item.claimed_by_id,
+        "lease_expires_at": item.lease_expires_at.isoformat() if item.lease_expires_at else None,
+    }
+
+
+def _lock_item(item_id: int) -> ReviewItem:
+    """The item, locked (waiting for the lock: these are operations on one known item)."""
+    try:
+        return (
+            ReviewItem.objects.select_for_update(of=("self",))
+            .select_related("queue", "queue__escalation_queue", "step")
+            .get(pk=item_id)
+        )
+    except (ReviewItem.DoesNotExist, ValueError, TypeError):
+        raise ItemNotFound(f"No item {item_id}.") from None
+
+
+def _lease_problem(item: ReviewItem, user: User, now: datetime) -> str | None:
+    """Why `user` may not act on `item` as its holder, or None when they hold a live lease."""
+    if item.status == ItemStatus.CLAIMED and item.claimed_by_id == user.pk:
+        if item.lease_expires_at is not None and item.lease_expires_at <= now:
+            return (
+                f"Your lease on item {item.pk} expired at {item.lease_expires_at.isoformat()}; "
+                "the item went back to the queue."
+            )
+        return None
+    if item.status == ItemStatus.CLAIMED and item.lease_expires_at is not None and item.lease_expires_at > now:
+        return f"Item {item.pk} is held by another reviewer."
+    if item.status == ItemStatus.CLAIMED:  # someone else's lease ran out: the item is claimable again
+        return f"You do not hold a claim on item {item.pk}; claim it first."
+    if item.status == ItemStatus.PENDING:
+        last = (
+            AuditEvent.objects.filter(
+                object_type="reviewitem",
+                object_id=str(item.pk),
+                action__in=["item.lease_expired", "item.released"],
+            )
+            .order_by("-id")
+            .first()
+        )
+        if (
+            last is not None
+            and last.action == "item.lease_expired"
+            and (last.before or {}).get("claimed_by") == user.pk
+        ):
+            expired_at = (last.before or {}).get("lease_expires_at") or "its expiry"
+            return f"Your lease on item {item.pk} expired at {expired_at}; the item went back to the queue."
+        if last is not None and last.action == "item.released":
+            return f"Item {item.pk} was released; it went back to the queue."
+        return f"You do not hold a claim on item {item.pk}; claim it first."
+    return f"Item {item.pk} is no longer open (it is {item.status})."
+
+
+# --- reviewing ------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    return _canonical(a) == _canonical(b)
+
+
+def _validate_verdict(
+    verdict: Any, output: Any, reason: Any, original: Any, *, allowed: tuple[str, ...]
+) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    if verdict not in allowed:
+        errors["verdict"] = [f"must be one of: {', '.join(allowed)}"]
+        return errors
+    if verdict == Verdict.CORRECT:
+        if output is None:
+            errors["output"] = ["required for a correction"]
+        elif _json_equal(output, original):
+            errors["output"] = ["the correction is the same as the original output"]
+    if not isinstance(reason, str):
+        errors["reason"] = ["must be a string"]
+    elif verdict == Verdict.REJECT and not reason.strip():
+        errors["reason"] = ["required for reject"]
+    return errors
+
+
+RUBRIC_TYPES = ("choice", "multi_choice", "rating", "text")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_rubric(rubric: Any) -> list[dict[str, Any]]:
+    """The rubric (a copy, as given) when valid, or QueueError naming the entry and key.
+    Defaults: required false; rating min 1, max 5."""
+    if rubric is None:
+        return []
+    if not isinstance(rubric, list):
+        raise QueueError(errors={"rubric": ["must be a list of labels"]})
+    errors: list[str] = []
+    names: set[str] = set()
+    cleaned: list[dict[str, Any]] = []
+    for index, entry in enumerate(rubric):
+        where = f"[{index}]"
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be an object with name and type")
+            continue
+        unknown = sorted(set(entry) - {"name", "type", "options", "min", "max", "required", "help"})
+        if unknown:
+            errors.append(f"{where}: unknown key '{unknown[0]}'")
+        name, kind = entry.get("name"), entry.get("type")
+        if not isinstance(name, str) or not name.strip():
+            errors.append(f"{where}.name: required")
+            continue
+        if name in names:
+            errors.append(f"{where}.name: '{name}' appears twice")
+        names.add(name)
+        if kind not in RUBRIC_TYPES:
+            errors.append(f"{where}.type: must be one of: {', '.join(RUBRIC_TYPES)}")
+            continue
+        if not isinstance(entry.get("required", False), bool):
+            errors.append(f"{where}.required: must be true or false")
+        if "help" in entry and not isinstance(entry["help"], str):
+            errors.append(f"{where}.help: must be text")
+        if kind in ("choice", "multi_choice"):
+            options = entry.get("options")
+            if (
+                not isinstance(options, list)
+                or not options
+                or not all(isinstance(o, str) and o for o in options)
+                or len(set(options)) != len(options)
+            ):
+                errors.append(f"{where}.options: a non-empty list of distinct strings is required for {kind}")
+        elif "options" in entry:
+            errors.append(f"{where}.options: only for choice and multi_choice")
+        if kind == "rating":
+            low, high = entry.get("min", 1), entry.get("max", 5)
+            if not _is_number(low) or not _is_number(high) or low >= high:
+                errors.append(f"{where}.min/max: numbers with min < max")
+        elif "min" in entry or "max" in entry:
+            errors.append(f"{where}.min/max: only for rating")
+        item = dict(entry)  # stored as given (defaults apply when reading), so re-applying is a no-op
+        cleaned.append(item)
+    if errors:
+        raise QueueError(errors={"rubric": errors})
+    return cleaned
+
+
+def validate_labels(rubric: list[dict[str, Any]], labels: Any) -> dict[str, Any]:
+    """Check a reviewer's labels against the queue rubric; ReviewError names the label."""
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict):
+        raise ReviewError(errors={"labels": ["must be an object mapping label names to values"]})
+    by_name = {entry["name"]: entry for entry in rubric or []}
+    problems: dict[str, list[str]] = {}
+    for name in labels:
+        if name not in by_name:
+            problems[str(name)] = ["unknown label" + (f"; expected one of: {', '.join(by_name)}" if by_name else "")]
+    cleaned: dict[str, Any] = {}
+    for name, entry in by_name.items():
+        value = labels.get(name)
+        if value is None or value == "" or value == []:
+            if entry.get("required"):
+                problems[name] = ["required"]
+            continue
+        kind = entry["type"]
+        if kind == "choice" and value not in entry.get("options", []):
+            problems[name] = [f"must be one of: {', '.join(entry.get('options', []))}"]
+        elif kind == "multi_choice" and (
+            not isinstance(value, list) or not all(v in entry.get("options", []) for v in value)
+        ):
+            problems[name] = [f"must be a list of: {', '.join(entry.get('options', []))}"]
+        elif kind == "rating" and (not _is_number(value) or not entry.get("min", 1) <= value <= entry.get("max", 5)):
+            problems[name] = [f"must be a number from {entry.get('min', 1)} to {entry.get('max', 5)}"]
+        elif kind == "text" and not isinstance(value, str):
+            problems[name] = ["must be text"]
+        else:
+            cleaned[name] = value
+    if problems:
+        raise ReviewError(errors={"labels": problems})
+    return cleaned
+
+
+def submit_review(
+    *,
+    item_id: int,
+    user: User,
+    verdict: str,
+    output: Any = None,
+    reason: str = "",
+    labels: dict | None = None,
+    comment: str = "",
+    seconds_spent: float | None = None,
+) -> Review:
+    """Record `user`'s verdict on the item they hold, then resolve the item if it has the reviews it
+    needs (or escalate it). LeaseLost (409) when they do not hold a live lease; ReviewError (400)
+    naming the field for bad input. All or nothing."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            item = _lock_item(item_id)
+            problem = _lease_problem(item, user, now)
+            if problem:
+                raise LeaseLost(problem)
+            queue = item.queue
+            errors = _validate_verdict(verdict, output, reason, item.step.output, allowed=tuple(Verdict.values))
+            if not isinstance(comment, str):
+                errors["comment"] = ["must be a string"]
+            if seconds_spent is not None and (not _is_number(seconds_spent) or seconds_spent < 0):
+                errors["seconds_spent"] = ["must be a number of seconds, 0 or more"]
+            if errors:
+                raise ReviewError(errors=errors)
+            clean_labels = validate_labels(queue.rubric, labels)
+            review = Review.objects.create(
+                item=item,
+                reviewer=user,
+                verdict=verdict,
+                output=output if verdict == Verdict.CORRECT else None,
+                reason=reason.strip(),
+                labels=clean_labels,
+                comment=comment,
+                seconds_spent=seconds_spent,
+                created_at=now,
+            )
+            item.reviews_count += 1
+            audit.record(
+                "review.submitted",
+                review,
+                actor=user,
+                after={"item": item.pk, "verdict": verdict, "reviews_count": item.reviews_count},
+            )
+            _after_review(item, review, user, now)
+    except IntegrityError as exc:
+        if "review_one_per_reviewer_per_item" in str(exc):
+            raise Conflict(f"You have already reviewed item {item_id}.") from None
+        raise Conflict(f"Item {item_id} changed while your review was being saved; try again.") from None
+    return review
+
+
+def _after_review(item: ReviewItem, review: Review, user: User, now: datetime) -> None:
+    queue = item.queue
+    if review.verdict == Verdict.ESCALATE:
+        _escalate(item, actor=user, now=now, reason=review.reason or "escalated by a reviewer")
+        return
+    if item.reviews_count < queue.reviews_required:
+        item.status = ItemStatus.PENDING
+        item.claimed_by = None
+        item.claimed_at = None
+        item.lease_expires_at = None
+        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at", "reviews_count"])
+        return
+    reviews = [review] if item.reviews_count == 1 else list(item.reviews.order_by("id"))
+    if len(reviews) == 1:
+        _resolve_with(item, review, method=DecisionMethod.SINGLE, actor=user, now=now)
+        return
+    verdicts = {r.verdict for r in reviews}
+    agree = len(verdicts) == 1 and (
+        review.verdict != Verdict.CORRECT or len({_canonical(r.output) for r in reviews}) == 1
+    )
+    if agree:
+        _resolve_with(item, review, method=DecisionMethod.AGREEMENT, actor=user, now=now, reviews=reviews)
+    else:
+        summary = ", ".join(f"{r.verdict}" for r in reviews)
+        _escalate(item, actor=user, now=now, reason=f"reviewers disagreed ({summary})")
+
+
+STEP_STATUS_FOR = {
+    Verdict.APPROVE: StepStatus.APPROVED,
+    Verdict.CORRECT: StepStatus.CORRECTED,
+    Verdict.REJECT: StepStatus.REJECTED,
+}
+
+
+def _resolve_with(
+    item: ReviewItem,
+    review: Review,
+    *,
+    method: str,
+    actor: User,
+    now: datetime,
+    reviews: list[Review] | None = None,
+) -> Decision:
+    reasons = [r.reason for r in (reviews or [review]) if r.reason]
+    reason = "; ".join(dict.fromkeys(reasons))
+    return _decide(
+        item,
+        verdict=review.verdict,
+        output=review.output,
+        reason=reason,
+        reviewer=review.reviewer,
+        method=method,
+        actor=actor,
+        now=now,
+    )
+
+
+def _decide(
+    item: ReviewItem,
+    *,
+    verdict: str,
+    output: Any,
+    reason: str,
+    reviewer: User | None,
+    method: str,
+    actor: User | None,
+    now: datetime,
+) -> Decision:
+    """Resolve the item and decide its step. `verdict` is approve | correct | reject."""
+    step = item.step
+    status = STEP_STATUS_FOR[Verdict(verdict)]
+    final_output = step.output if verdict == Verdict.APPROVE else (output if verdict == Verdict.CORRECT else None)
+    decision = Decision.objects.create(
+        step=step,
+        item=item,
+        verdict=status,
+        output=final_output,
+        reason=reason,
+        reviewer=reviewer,
+        method=method,
+        decided_at=now,
+    )
+    Step.objects.filter(pk=step.pk).update(status=status, updated_at=now)
+    step.status = status
+    before = _item_state(item)
+    item.status = ItemStatus.RESOLVED
+    item.resolved_at = now
+    item.claimed_by = None
+    item.lease_expires_at = None
+    item.save(update_fields=["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"])
+    if item.escalated_from_id is not None or method in (DecisionMethod.ADJUDICATED, DecisionMethod.TIMEOUT):
+        # The step's other items (the escalated original, or its copy in the escalation queue) are moot.
+        ReviewItem.objects.filter(step_id=step.pk, status__in=[*OPEN_ITEM_STATUSES, ItemStatus.ESCALATED]).exclude(
+            pk=item.pk
+        ).update(status=ItemStatus.RESOLVED, resolved_at=now, claimed_by=None, lease_expires_at=None)
+    audit.record_many(
+        [
+            audit.audit_event(
+                "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
+            ),
+            audit.audit_event(
+                "step.decided",
+                step,
+                actor=actor,
+                after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
+            ),
+        ]
+    )
+    transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
+    return decision
+
+
+def _escalate(item: ReviewItem, *, actor: User | None, now: datetime, reason: str) -> ReviewItem | None:
+    """Mark the item escalated; copy it into the queue's escalation queue when it has one, otherwise
+    it waits for staff to `adjudicate` it. Returns the copy, if any."""
+    queue = item.queue
+    target = queue.escalation_queue
+    copy = None
+    if target is not None and target.pk != queue.pk:
+        due_at = item.due_at
+        if due_at is None or due_at <= now:
+            due_at = now + timedelta(seconds=target.sla_seconds) if target.sla_seconds else item.due_at
+        copy = ReviewItem.objects.create(
+            queue=target,
+            step_id=item.step_id,
+            priority=item.priority,
+            due_at=due_at,
+            escalated_from=item,
+            created_at=now,
+        )
+    before = _item_state(item)
+    item.status = ItemStatus.ESCALATED
+    item.claimed_by = None
+    item.lease_expires_at = None
+    item.save(update_fields=["status", "claimed_by", "lease_expires_at", "reviews_count"])
+    audit.record(
+        "item.escalated",
+        item,
+        actor=actor,
+        before=before,
+        after={
+            "status": item.status,
+            "reason": reason,
+            "escalated_to": copy.pk if copy else None,
+            "queue": target.slug if copy else None,
+        },
+    )
+    transaction.on_commit(
+        lambda: signals.item_escalated.send(
+            sender=ReviewItem, item_id=item.pk, step_id=item.step_id, escalated_to_id=copy.pk if copy else None
+        )
+    )
+    return copy
+
+
+# --- holding an item ----------------------------------------------------------------------------------
+
+
+def release_item(*, item_id: int, user: User) -> ReviewItem:
+    """Give a claimed item back to the queue (only its holder may)."""
+    with transaction.atomic():
+        item = _lock_item(item_id)
+        if item.status != ItemStatus.CLAIMED or item.claimed_by_id != user.pk:
+            raise LeaseLost(_lease_problem(item, user, timezone.now()) or f"You do not hold item {item.pk}.")
+        before = _item_state(item)
+        item.status = ItemStatus.PENDING
+        item.claimed_by = None
+        item.claimed_at = None
+        item.lease_expires_at = None
+        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+        audit.record("item.released", item, actor=user, before=before, after=_item_state(item))
+    return item
+
+
+def heartbeat(*, item_id: int, user: User) -> ReviewItem:
+    """Extend the holder's live lease by the queue's lease length (the UI's keep-alive)."""
+    now = timezone.now()
+    with transaction.atomic():
+        item = _lock_item(item_id)
+        problem = _lease_problem(item, user, now)
+        if problem:
+            raise LeaseLost(problem)
+        item.lease_expires_at = now + timedelta(seconds=item.queue.lease_seconds)
+        item.save(update_fields=["lease_expires_at"])
+    return item
+
+
+def assign_item(*, item: ReviewItem, assignee: User | None, actor: User) -> ReviewItem:
+    """Staff: reserve an open item for one reviewer (offered to them first, to no one else) or,
+    with `assignee=None`, lift the reservation. A claim someone else holds right now is left alone."""
+    _require_staff(actor)
+    with transaction.atomic():
+        locked = _lock_item(item.pk)
+        if locked.status not in OPEN_ITEM_STATUSES:
+            raise Conflict(f"Item {locked.pk} is no longer open (it is {locked.status}).")
+        if assignee is not None:
+            if not can_review(user=assignee, queue=locked.queue):
+                raise ReviewError(
+                    errors={"username": [f"{assignee.get_username()} is not a reviewer of queue '{locked.queue.slug}'"]}
+                )
+            if Review.objects.filter(item=locked, reviewer=assignee).exists():
+                raise ReviewError(errors={"username": [f"{assignee.get_username()} has already reviewed this item"]})
+        before = {"assigned_to": locked.assigned_to.get_username() if locked.assigned_to else None}
+        locked.assigned_to = assignee
+        locked.save(update_fields=["assigned_to"])
+        audit.record(
+            "item.assigned",
+            locked,
+            actor=actor,
+            before=before,
+            after={"assigned_to": assignee.get_username() if assignee else None},
+        )
+    return locked
+
+
+ADJUDICATION_VERDICTS = (Verdict.APPROVE.value, Verdict.CORRECT.value, Verdict.REJECT.value)
+
+
+def adjudicate(*, item: ReviewItem, actor: User, verdict: str, output: Any = None, reason: str = "") -> Decision:
+    """Staff: decide an escalated item (method `adjudicated`)."""
+    _require_staff(actor)
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _lock_item(item.pk)
+        if locked.status != ItemStatus.ESCALATED:
+            raise Conflict(f"Item {locked.pk} is not waiting for adjudication (it is {locked.status}).")
+        if Decision.objects.filter(step_id=locked.step_id).exists():
+            raise Conflict(f"The step of item {locked.pk} is already decided.")
+        errors = _validate_verdict(verdict, output, reason, locked.step.output, allowed=ADJUDICATION_VERDICTS)
+        if errors:
+            raise ReviewError(errors=errors)
+        return _decide(
+            locked,
+            verdict=verdict,
+            output=output,
+            reason=reason.strip(),
+            reviewer=actor,
+            method=DecisionMethod.ADJUDICATED,
+            actor=actor,
+            now=now,
+        )
+
+
+# --- background: leases and SLAs ----------------------------------------------------------------------
+
+
+def sweep_expired_leases(now: datetime | None = None) -> int:
+    """Put items whose lease ran out back to pending; returns how many."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        rows = list(
+            ReviewItem.objects.select_for_update(skip_locked=True)
+            .filter(status=ItemStatus.CLAIMED, lease_expires_at__lte=now)
+            .values_list("pk", "claimed_by_id", "lease_expires_at")
+        )
+        if not rows:
+            return 0
+        ReviewItem.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+            status=ItemStatus.PENDING, claimed_by=None, claimed_at=None, lease_expires_at=None
+        )
+        audit.record_many(
+            [
+                audit.audit_event(
+                    "item.lease_expired",
+                    object_type="reviewitem",
+                    object_id=pk,
+                    before={
+                        "status": ItemStatus.CLAIMED,
+                        "claimed_by": claimed_by,
+                        "lease_expires_at": expires.isoformat(),
+                    },
+                    after={"status": ItemStatus.PENDING, "claimed_by": None, "lease_expires_at": None},
+                )
+                for pk, claimed_by, expires in rows
+            ]
+        )
+    return len(rows)
+
+
+def apply_timeouts(now: datetime | None = None) -> int:
+    """Open items past their due time, in queues with a timeout action: auto-approve, reject
+    ("SLA expired") or escalate them. Returns how many items were acted on."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        items = list(
+            _lock(
+                ReviewItem.objects.filter(status__in=OPEN_ITEM_STATUSES, due_at__lte=now)
+                .exclude(queue__timeout_action=TimeoutAction.NONE)
+                .select_related("queue", "queue__escalation_queue", "step")
+                .order_by("id")
+            )
+        )
+        for item in items:
+            action = item.queue.timeout_action
+            if action == TimeoutAction.ESCALATE:
+                _escalate(item, actor=None, now=now, reason="SLA expired")
+                continue
+            approve = action == TimeoutAction.AUTO_APPROVE
+            _decide(
+                item,
+                verdict=Verdict.APPROVE if approve else Verdict.REJECT,
+                output=None,
+                reason="" if approve else "SLA expired",
+                reviewer=None,
+                method=DecisionMethod.TIMEOUT,
+                actor=None,
+                now=now,
+            )
+    return len(items)
+
+
+# --- queue configuration ------------------------------------------------------------------------------
+
+QUEUE_FIELDS = (
+    "slug",
+    "name",
+    "instructions",
+    "reviews_required",
+    "lease_seconds",
+    "sla_seconds",
+    "timeout_action",
+    "escalation_queue",
+    "members",
+    "groups",
+    "rubric",
+)
+SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,60}$")
+MAX_LEASE_SECONDS = 7 * 24 * 3600
+
+
+def queue_state(queue: Queue) -> dict[str, Any]:
+    """A queue in the API's field names (also the audit before/after)."""
+    return {
+        "slug": queue.slug,
+        "name": queue.name,
+        "instructions": queue.instructions,
+        "reviews_required": queue.reviews_required,
+        "lease_seconds": queue.lease_seconds,
+        "sla_seconds": queue.sla_seconds,
+        "timeout_action": queue.timeout_action,
+        "escalation_queue": queue.escalation_queue.slug if queue.escalation_queue_id else None,
+        "members": sorted(queue.members.values_list("username", flat=True)) if queue.pk else [],
+        "groups": sorted(queue.groups.values_list("name", flat=True)) if queue.pk else [],
+        "rubric": queue.rubric,
+    }
+
+
+def _int_field(data: Mapping[str, Any], key: str, errors: dict, low: int, high: int) -> int | None:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors[key] = ["must be a whole number"]
+    elif not low <= value <= high:
+        errors[key] = [f"must be from {low} to {high}"]
+    else:
+        return value
+    return None
+
+
+def _clean_queue_data(data: Any, queue: Queue | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validated values in the API's form (for comparing) and the objects to store."""
+    if not isinstance(data, Mapping):
+        raise QueueError(errors={"non_field_errors": ["expected an object"]})
+    errors: dict[str, list[str]] = {}
+    for key in data:
+        if key not in QUEUE_FIELDS:
+            errors[str(key)] = [f"unknown field; expected: {', '.join(QUEUE_FIELDS)}"]
+    values: dict[str, Any] = {}
+    objects: dict[str, Any] = {}
+    if queue is None:
+        for key in ("slug", "name"):
+            if key not in data:
+                errors[key] = ["required"]
+    if "slug" in data:
+        slug = data["slug"]
+        if not isinstance(slug, str) or not SLUG_RE.match(slug):
+            errors["slug"] = ["letters, digits, '-' and '_' only (1 to 60 characters)"]
+        elif Queue.objects.filter(slug=slug).exclude(pk=queue.pk if queue else None).exists():
+            errors["slug"] = [f"a queue '{slug}' already exists"]
+        else:
+            values["slug"] = slug
+    if "name" in data:
+        name = data["name"]
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > 120:
+            errors["name"] = ["required, at most 120 characters"]
+        else:
+            values["name"] = name.strip()
+    if "instructions" in data:
+        if data["instructions"] is None or isinstance(data["instructions"], str):
+            values["instructions"] = data["instructions"] or ""
+        else:
+            errors["instructions"] = ["must be text (markdown)"]
+    if "reviews_required" in data:
+        value = _int_field(data, "reviews_required", errors, 1, 5)
+        if value is not None:
+            values["reviews_required"] = value
+    if "lease_seconds" in data:
+        value = _int_field(data, "lease_seconds", errors, 10, MAX_LEASE_SECONDS)
+        if value is not None:
+            values["lease_seconds"] = value
+    if "sla_seconds" in data:
+        if data["sla_seconds"] is None:
+            values["sla_seconds"] = None
+        else:
+            value = _int_field(data, "sla_seconds", errors, 1, 2**31 - 1)
+            if value is not None:
+                values["sla_seconds"] = value
+    if "timeout_action" in data:
+        if data["timeout_action"] in TimeoutAction.values:
+            values["timeout_action"] = data["timeout_action"]
+        else:
+            errors["timeout_action"] = [f"must be one of: {', '.join(TimeoutAction.values)}"]
+    if "escalation_queue" in data:
+        target = data["escalation_queue"]
+        own_slug = values.get("slug", queue.slug if queue else None)
+        if target is None or target == "":
+            values["escalation_queue"], objects["escalation_queue"] = None, None
+        elif not isinstance(target, str):
+            errors["escalation_queue"] = ["must be a queue slug or null"]
+        elif target == own_slug or (queue is not None and target == queue.slug):
+            errors["escalation_queue"] = ["a queue cannot escalate to itself"]
+        else:
+            found = Queue.objects.filter(slug=target).first()
+            if found is None:
+                errors["escalation_queue"] = [f"no queue '{target}'"]
+            else:
+                values["escalation_queue"], objects["escalation_queue"] = target, found
+    for key, model, field in (("members", get_user_model(), "username"), ("groups", Group, "name")):
+        if key not in data:
+            continue
+        names = data[key] if data[key] is not None else []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            errors[key] = ["must be a list of " + ("usernames" if key == "members" else "group names")]
+            continue
+        found = {getattr(obj, field): obj for obj in model.objects.filter(**{f"{field}__in": names})}
+        unknown = sorted(set(names) - set(found))
+        if unknown:
+            kind = "user" if key == "members" else "group"
+            errors[key] = [f"no such {kind}{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}"]
+        else:
+            values[key] = sorted(set(names))
+            objects[key] = list(found.values())
+    if "rubric" in data:
+        try:
+            values["rubric"] = validate_rubric(data["rubric"])
+        except QueueError as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise QueueError(errors=errors)
+    return values, objects
+
+
+def save_queue(*, data: Mapping[str, Any], actor: User | None, queue: Queue | None = None) -> Queue:
+    """Create a queue (`queue=None`) or update the given fields of one (a partial update), with
+    validation (QueueError naming the fields) and an audit event holding before/after.
+
+    Idempotent: when an update changes nothing, nothing is saved or audited. The returned queue
+    carries `queue.changed` (bool) saying whether anything was written (apply_config reports it).
+    Permission checks are the caller's (the API allows staff only)."""
+    values, objects = _clean_queue_data(data, queue)
+    before = queue_state(queue) if queue is not None else None
+    if before is not None and all(before[key] == value for key, value in values.items()):
+        queue.changed = False  # type: ignore[attr-defined]
+        return queue
+    now = timezone.now()
+    with transaction.atomic():
+        target = queue if queue is not None else Queue(created_at=now)
+        for key, value in values.items():
+            if key in ("members", "groups"):
+                continue
+            setattr(target, key, objects[key] if key == "escalation_queue" else value)
+        target.updated_at = now
+        target.save()
+        if "members" in objects:
+            target.members.set(objects["members"])
+        if "groups" in objects:
+            target.groups.set(objects["groups"])
+        after = queue_state(target)
+        audit.record(
+            "queue.created" if before is None else "queue.updated", target, actor=actor, before=before, after=after
+        )
+    target.changed = True  # type: ignore[attr-defined]
+    return target
+
+
+def delete_queue(*, queue: Queue, actor: User | None) -> None:
+    """Delete a queue that has never held items and that no routing rule points at (history and
+    routing would otherwise lose their target): Conflict (409) naming what is in the way."""
+    items = ReviewItem.objects.filter(queue=queue)
+    open_count = items.filter(status__in=OPEN_ITEM_STATUSES).count()
+    total = items.count()
+    if total:
+        raise Conflict(
+            f"Queue '{queue.slug}' has {total} item(s) ({open_count} open); only an empty queue can be deleted."
+        )
+    rules = list(queue.rules.values_list("name", flat=True))
+    if rules:
+        raise Conflict(f"Queue '{queue.slug}' is used by routing rule(s): {', '.join(sorted(rules))}.")
+    with transaction.atomic():
+        before = queue_state(queue)
+        pk = queue.pk
+        queue.delete()
+        audit.record("queue.deleted", object_type="queue", object_id=pk, actor=actor, before=before)
