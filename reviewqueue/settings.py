@@ -62,12 +62,13 @@ INSTALLED_APPS = [
     "reviewqueue.review",
     "reviewqueue.api",
     "reviewqueue.web",
+    "reviewqueue.hooks",
     "evals",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "reviewqueue.static_middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -203,6 +204,14 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", False)
+# Webhook deliveries (reviewqueue/hooks): request timeout, and the wait before the first retry
+# (made inside the delivery task; later retries are picked up by the minutely schedule).
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10)
+WEBHOOK_FIRST_RETRY_SECONDS = env_int("WEBHOOK_FIRST_RETRY_SECONDS", 10)
+# Prefix of the Redis pub/sub channel that wakes long-polling agents (reviewqueue/hooks/notify.py).
+NOTIFY_CHANNEL_PREFIX = os.environ.get("NOTIFY_CHANNEL_PREFIX", "reviewqueue")
+# OTLP/HTTP bodies (POST /v1/traces) after decompression; larger ones answer 413.
+OTLP_MAX_BODY_BYTES = env_int("OTLP_MAX_BODY_BYTES", 64 * 1024 * 1024)
 
 # How often the django-q2 schedule sweeps expired leases and overdue items.
 SWEEP_INTERVAL_MINUTES = env_int("SWEEP_INTERVAL_MINUTES", 1)

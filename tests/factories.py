@@ -74,6 +74,7 @@ class ReviewItemFactory(factory.django.DjangoModelFactory):
     queue = factory.SubFactory(QueueFactory)
     step = factory.SubFactory(StepFactory)
     priority = 0
+    blocking = factory.LazyAttribute(lambda item: item.step.blocking)
 
 
 class RoutingRuleFactory(factory.django.DjangoModelFactory):

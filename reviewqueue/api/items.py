@@ -43,6 +43,7 @@ def item_json(item: ReviewItem, *, request: Request | None = None, include_step:
         "queue": queue.slug,
         "status": item.status,
         "priority": item.priority,
+        "agent_waiting": item.blocking,  # the agent blocks on this decision (sent "blocking": true)
         "claimed_by": item.claimed_by.get_username() if item.claimed_by_id else None,
         "lease_expires_at": _iso(item.lease_expires_at),
         "due_at": _iso(item.due_at),

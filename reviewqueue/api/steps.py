@@ -23,12 +23,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reviewqueue.api.authentication import ApiKeyAuthentication, IsAgent, request_agent
+from reviewqueue.api.decisions import step_decision_view
 from reviewqueue.core.ingest import IngestValidationError, ingest_steps
 from reviewqueue.core.models import Agent, Attachment, Step, StepStatus
 from reviewqueue.review.models import ReviewItem
 from reviewqueue.review.selectors import step_decision
-
-MAX_DECISION_WAIT_SECONDS = 60
 
 
 class StepsJSONParser(BaseParser):
@@ -212,39 +211,8 @@ class StepDetailView(AgentAPIView):
         return Response(step_representation(step, request=request))
 
 
-def parse_wait(value: str | None) -> int:
-    """`wait` seconds for the long-poll: an integer 0..60 (absent = 0)."""
-    if value is None or value == "":
-        return 0
-    try:
-        wait = int(value)
-    except ValueError:
-        raise ValidationError({"wait": [f"must be an integer from 0 to {MAX_DECISION_WAIT_SECONDS}"]}) from None
-    if not 0 <= wait <= MAX_DECISION_WAIT_SECONDS:
-        raise ValidationError({"wait": [f"must be an integer from 0 to {MAX_DECISION_WAIT_SECONDS}"]})
-    return wait
-
-
-class StepDecisionView(AgentAPIView):
-    @extend_schema(
-        operation_id="steps_decision",
-        parameters=[OpenApiParameter("wait", int, description="Seconds to wait for a decision, 0..60")],
-        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
-    )
-    def get(self, request: Request, step_id: int) -> Response:
-        wait = parse_wait(request.query_params.get("wait"))
-        agent = request_agent(request)
-        step = get_object_or_404(Step.objects.select_related("decision", "decision__reviewer"), pk=step_id, agent=agent)
-        return Response(self.decision_body(step, wait=wait))
-
-    def decision_body(self, step: Step, *, wait: int) -> dict[str, Any]:
-        """The long-poll hook: waiting up to `wait` seconds for a pending step to be decided
-        goes here. For now the current decision is answered at once."""
-        return step_decision(step)
-
-
 urlpatterns = [
     path("steps", StepsView.as_view(), name="steps"),
     path("steps/<int:step_id>", StepDetailView.as_view(), name="step-detail"),
-    path("steps/<int:step_id>/decision", StepDecisionView.as_view(), name="step-decision"),
+    path("steps/<int:step_id>/decision", step_decision_view, name="step-decision"),
 ]

@@ -448,6 +448,7 @@ def _create(
                     queue=queue,
                     step=row,
                     priority=decision.priority or 0,
+                    blocking=row.blocking,
                     due_at=now + timedelta(seconds=queue.sla_seconds) if queue.sla_seconds else None,
                     created_at=now,
                 )

@@ -62,6 +62,8 @@ class ReviewItem(models.Model):
     queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="items")
     step = models.ForeignKey("core.Step", on_delete=models.CASCADE, related_name="review_items")
     priority = models.IntegerField(default=0)
+    # The step's agent is blocked waiting for the decision ("agent waiting"): offered first.
+    blocking = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=ItemStatus.choices, default=ItemStatus.PENDING)
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="claimed_items"
@@ -81,9 +83,10 @@ class ReviewItem(models.Model):
 
     class Meta:
         indexes = [
-            # The claim query walks this index in order and stops at the first claimable row.
+            # The claim query walks this index in order and stops at the first claimable row:
+            # blocking items (an agent waits) first, then by priority, then oldest first.
             models.Index(
-                fields=["queue", "-priority", "id"],
+                fields=["queue", "-blocking", "-priority", "id"],
                 name="item_claim_order",
                 condition=models.Q(status="pending"),
             ),

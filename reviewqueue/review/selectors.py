@@ -74,7 +74,7 @@ def open_items(queue: Queue) -> QuerySet[ReviewItem]:
     return (
         ReviewItem.objects.filter(queue=queue, status__in=OPEN_ITEM_STATUSES)
         .select_related("step", "claimed_by", "assigned_to")
-        .order_by("-priority", "id")
+        .order_by("-blocking", "-priority", "id")
     )
 
 

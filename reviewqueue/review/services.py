@@ -128,7 +128,8 @@ def claim_next_item(*, queue: Queue, user: User) -> ReviewItem | None:
     """Give `user` the next item of `queue` to review, or None when nothing is left for them.
 
     Resumes the user's live claim in this queue first. Otherwise, in this order: items assigned
-    to the user; pending items by priority (desc) then age (id asc) — the query walks the partial
+    to the user; pending items, blocking ones first (an agent is waiting on them), then by
+    priority (desc) then age (id asc) — the query walks the partial
     index `item_claim_order` and stops at the first claimable row, so its cost does not grow with
     the queue's depth; then items whose lease ran out before the sweeper got to them. Items the
     user has already reviewed and items assigned to someone else are never offered."""
@@ -145,7 +146,7 @@ def claim_next_item(*, queue: Queue, user: User) -> ReviewItem | None:
 
     not_reviewed = ~Exists(Review.objects.filter(item=OuterRef("pk"), reviewer=user))
     expired = Q(status=ItemStatus.CLAIMED, lease_expires_at__lte=now)
-    in_queue = ReviewItem.objects.filter(queue=queue).filter(not_reviewed).order_by("-priority", "id")
+    in_queue = ReviewItem.objects.filter(queue=queue).filter(not_reviewed).order_by("-blocking", "-priority", "id")
     with transaction.atomic():
         item = (
             _lock(in_queue.filter(Q(status=ItemStatus.PENDING) | expired, assigned_to=user)).first()
@@ -532,6 +533,7 @@ def _escalate(item: ReviewItem, *, actor: User | None, now: datetime, reason: st
             queue=target,
             step_id=item.step_id,
             priority=item.priority,
+            blocking=item.blocking,
             due_at=due_at,
             escalated_from=item,
             created_at=now,

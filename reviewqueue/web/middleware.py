@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 # No inline scripts anywhere: scripts come from our own static files; htmx's indicator styles
@@ -15,11 +17,26 @@ CONTENT_SECURITY_POLICY = (
 
 
 class ContentSecurityPolicyMiddleware:
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
+    # Async-capable too: under ASGI a sync-only middleware would cost a thread per request
+    # (and per waiting agent on the long-poll).
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        return self.add_header(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        return self.add_header(request, await self.get_response(request))
+
+    def add_header(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if request.path.startswith("/api/docs"):
             return response  # the Swagger UI page is drf-spectacular's own
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
