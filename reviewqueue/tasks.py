@@ -38,4 +38,15 @@ def ensure_schedules() -> list[str]:
             "repeats": -1,
         },
     )
-    return [SWEEP_SCHEDULE_NAME]
+    from reviewqueue.hooks.tasks import SCHEDULE_NAME as WEBHOOKS_SCHEDULE_NAME
+
+    Schedule.objects.update_or_create(
+        name=WEBHOOKS_SCHEDULE_NAME,
+        defaults={
+            "func": "reviewqueue.hooks.tasks.deliver_due_webhooks",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    return [SWEEP_SCHEDULE_NAME, WEBHOOKS_SCHEDULE_NAME]

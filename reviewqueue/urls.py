@@ -4,12 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from reviewqueue.api.otlp import otlp_traces
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("reviewqueue.api.urls")),
+    path("v1/traces", otlp_traces, name="otlp-traces"),
+    path("webhooks/", include("reviewqueue.hooks.urls")),
     path("", include("reviewqueue.web.urls")),
 ]
 

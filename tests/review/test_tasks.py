@@ -34,7 +34,7 @@ def test_ensure_schedules_is_idempotent_and_follows_the_setting(settings) -> Non
     ensure_schedules()
     call_command("ensure_schedules", stdout=StringIO())
     schedule = Schedule.objects.get(name=SWEEP_SCHEDULE_NAME)
-    assert Schedule.objects.count() == 1
+    assert Schedule.objects.count() == 2  # the sweep and the webhook deliveries, each once
     assert (schedule.func, schedule.schedule_type, schedule.minutes, schedule.repeats) == (
         "reviewqueue.tasks.sweep",
         Schedule.MINUTES,
