@@ -10,7 +10,11 @@ import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -247,10 +251,6 @@ def test_otlp_json_with_structured_messages_and_partial_success(live_server, age
 def test_protobuf_answer_and_errors(client, agent_key, settings) -> None:
     _, key = agent_key
     auth = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
-
     empty = ExportTraceServiceRequest(resource_spans=[ResourceSpans()]).SerializeToString()  # no spans
     ok = client.post(URL, empty, content_type="application/x-protobuf", **auth)
     assert ok.status_code == 200 and ok["Content-Type"] == "application/x-protobuf"
