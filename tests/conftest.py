@@ -10,13 +10,16 @@ from django.conf import settings
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `postgres` need PostgreSQL; on SQLite they are deselected (not skipped),
-    so the summary stays honest. CI runs the suite with DATABASE_URL on PostgreSQL."""
+    so the summary stays honest. CI runs the suite with DATABASE_URL on PostgreSQL. Tests marked
+    `redis` run only when TEST_REDIS_URL names a Redis to use (e.g. redis://127.0.0.1:6379/0)."""
     on_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    if on_postgres:
-        return
+    with_redis = bool(os.environ.get("TEST_REDIS_URL"))
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("postgres") else keep).append(item)
+        unavailable = (item.get_closest_marker("postgres") and not on_postgres) or (
+            item.get_closest_marker("redis") and not with_redis
+        )
+        (drop if unavailable else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -23,7 +23,7 @@ def new_secret() -> str:
 
 
 def default_events() -> list[str]:
-    return list(WebhookEvent.values)
+    return sorted(WebhookEvent.values)
 
 
 class Webhook(models.Model):

@@ -41,8 +41,9 @@ from reviewqueue.hooks.models import (
 )
 from reviewqueue.hooks.net import GuardedBackend, UnsafeTarget, check_url
 
-# Seconds to wait after attempt n (1-based) failed: attempt 2 at +10 s, 3 at ~1 min, 4 at ~6 min,
-# 5 at ~21 min, 6 at ~51 min, 7 at ~81 min; then the delivery is marked failed.
+# Seconds to wait after attempt n (1-based) failed (the first one is WEBHOOK_FIRST_RETRY_SECONDS):
+# attempt 2 at +10 s, 3 at ~1 min, 4 at ~6 min, 5 at ~21 min, 6 at ~51 min, 7 at ~81 min;
+# then the delivery is marked failed.
 RETRY_DELAYS = (10, 60, 300, 900, 1800, 1800)
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 LOCK_SECONDS = 120
@@ -344,7 +345,7 @@ def attempt_delivery(delivery_id: int) -> str | None:
         delivery.delivered_at = timezone.now()
         outcome = "delivered"
     elif retryable(status_code) and number < MAX_ATTEMPTS:
-        delivery.next_attempt_at = timezone.now() + timedelta(seconds=RETRY_DELAYS[number - 1])
+        delivery.next_attempt_at = timezone.now() + timedelta(seconds=retry_delay(number))
         outcome = "retrying"
     else:
         delivery.status = DeliveryStatus.FAILED
@@ -361,6 +362,13 @@ def attempt_delivery(delivery_id: int) -> str | None:
         ]
     )
     return outcome
+
+
+def retry_delay(failed_attempt: int) -> int:
+    """Seconds before the next attempt after attempt `failed_attempt` (1-based) failed."""
+    if failed_attempt == 1:
+        return int(settings.WEBHOOK_FIRST_RETRY_SECONDS)
+    return RETRY_DELAYS[failed_attempt - 1]
 
 
 def retryable(status_code: int | None) -> bool:
