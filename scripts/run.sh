@@ -23,5 +23,6 @@ cat <<MSG
   An agent key:  $PY manage.py create_api_key --agent my-agent
 
 MSG
-.venv/bin/gunicorn reviewqueue.wsgi:application --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" \
-  --access-logfile - --log-level warning
+# ASGI (uvicorn workers under gunicorn), so agents blocked on a decision long-poll cost no thread.
+.venv/bin/gunicorn reviewqueue.asgi:application --worker-class uvicorn_worker.UvicornWorker \
+  --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --access-logfile - --log-level warning
