@@ -353,7 +353,8 @@ class Client:
                     corrected = arguments_from_output(decision.output)
                     if corrected is None:
                         raise ReviewqueueError(
-                            f"step {answer.id} was corrected, but its output holds no tool arguments: {decision.output!r}"
+                            f"step {answer.id} was corrected, but its output holds no tool arguments: "
+                            f"{decision.output!r}"
                         )
                     return fn(**corrected)
                 return fn(**arguments)
