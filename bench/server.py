@@ -22,11 +22,15 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """`gunicorn reviewqueue.wsgi:application -w N -b 127.0.0.1:PORT` with the bench settings."""
+    """`gunicorn reviewqueue.wsgi:application -w N -b 127.0.0.1:PORT` with the bench settings;
+    with `asgi=True`, `reviewqueue.asgi:application` with uvicorn workers instead."""
 
-    def __init__(self, *, database_url: str, workers: int = 2, log_path: Path | None = None) -> None:
+    def __init__(
+        self, *, database_url: str, workers: int = 2, log_path: Path | None = None, asgi: bool = False
+    ) -> None:
         self.port = free_port()
         self.workers = workers
+        self.asgi = asgi
         self.database_url = database_url
         self.log_path = log_path or ROOT / "bench" / "results" / "gunicorn.log"
         self.process: subprocess.Popen | None = None
@@ -47,11 +51,14 @@ class Gunicorn:
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
+        app = "reviewqueue.asgi:application" if self.asgi else "reviewqueue.wsgi:application"
         command = [
-            sys.executable, "-m", "gunicorn", "reviewqueue.wsgi:application",
+            sys.executable, "-m", "gunicorn", app,
             "-w", str(self.workers), "-b", f"127.0.0.1:{self.port}",
             "--chdir", str(ROOT), "--timeout", "120",
         ]  # fmt: skip
+        if self.asgi:
+            command += ["--worker-class", "uvicorn_worker.UvicornWorker", "--backlog", "4096"]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
         client = HttpClient(self.port)
         deadline = time.monotonic() + timeout

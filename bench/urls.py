@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
@@ -20,7 +23,15 @@ def bare_logged_in(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"ok {request.user.pk}")
 
 
+async def waiters(request: HttpRequest) -> JsonResponse:
+    """Figure 5: how many long-polls this server process holds, its pid and thread count."""
+    from reviewqueue.hooks.notify import get_hub
+
+    return JsonResponse({"waiting": get_hub().waiting, "pid": os.getpid(), "threads": threading.active_count()})
+
+
 urlpatterns = [
+    path("bench/waiters", waiters),
     path("bench/bare", bare),
     path("bench/bare-login", bare_logged_in),
     path("", include("reviewqueue.urls")),

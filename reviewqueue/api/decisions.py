@@ -12,9 +12,11 @@ DRF views are synchronous, so this one does the agent authentication of
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.db import close_old_connections
 from django.http import HttpRequest, JsonResponse
 from rest_framework.exceptions import AuthenticationFailed, ValidationError
 
@@ -24,6 +26,7 @@ from reviewqueue.hooks import notify
 from reviewqueue.review.models import ItemStatus, ReviewItem
 from reviewqueue.review.selectors import step_decision
 
+T = TypeVar("T")
 MAX_DECISION_WAIT_SECONDS = 60
 AUTH = ApiKeyAuthentication()
 MAX_ID = 2**63 - 1
@@ -97,11 +100,42 @@ def read_decision(agent: Agent, step_id: int) -> dict[str, Any]:
     return body
 
 
+def run_db(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Where the view's database work runs. Under ASGI (Django gives each request a
+    ThreadSensitiveContext): in the loop's shared thread pool, so 1,000 waiting agents use a
+    handful of threads and database connections, not one each; Django's request signals never
+    run in those threads, so a too-old or broken connection is dropped first, as they would.
+    Under WSGI (and the test client) the request already has its thread: that one."""
+    if SyncToAsync.thread_sensitive_context.get(None) is None:
+        return sync_to_async(fn)
+
+    def pooled(*args: Any) -> T:
+        close_old_connections()
+        return fn(*args)
+
+    return sync_to_async(pooled, thread_sensitive=False)
+
+
 def _authenticate_and_read(request: HttpRequest, step_id: int) -> tuple[Agent, dict[str, Any]]:
     agent = authenticate(request)
     if agent is None:
         raise PermissionError
     return agent, read_decision(agent, step_id)
+
+
+def release_request_thread() -> None:
+    """Django runs each ASGI request in an asgiref ThreadSensitiveContext, whose one-thread
+    executor (made for the request_started signal's sync receivers) would sit idle for the whole
+    wait: one thread per waiting agent. Hand it back now; a later thread-sensitive call in this
+    request (request_finished) gets a new one for a moment. The view's reads use the shared pool
+    (`run_db`), so nothing else runs in that thread. Under WSGI there is none."""
+    try:
+        context = SyncToAsync.thread_sensitive_context.get(None)
+        executor = SyncToAsync.context_to_thread_executor.pop(context, None) if context is not None else None
+    except (AttributeError, TypeError):  # asgiref changed: keep the thread, lose nothing else
+        return
+    if executor is not None:
+        executor.shutdown(wait=False)
 
 
 async def step_decision_view(request: HttpRequest, step_id: int) -> JsonResponse:
@@ -114,7 +148,7 @@ async def step_decision_view(request: HttpRequest, step_id: int) -> JsonResponse
     except ValidationError as exc:
         return _error(400, f"wait: {exc.detail['wait'][0]}", exc.detail)
     try:
-        agent, body = await sync_to_async(_authenticate_and_read)(request, step_id)
+        agent, body = await run_db(_authenticate_and_read)(request, step_id)
     except PermissionError:
         return _error(401, "An agent API key is required (Authorization: Bearer <API key>).")
     except AuthenticationFailed as exc:
@@ -125,11 +159,12 @@ async def step_decision_view(request: HttpRequest, step_id: int) -> JsonResponse
         return JsonResponse(body)
 
     deadline = time.monotonic() + wait
+    release_request_thread()
     async with notify.get_hub().watch(step_id) as waiter:
         escalated = False
         while True:
             # Read after subscribing: a decision committed from here on wakes the waiter.
-            body = await sync_to_async(read_decision)(agent, step_id)
+            body = await run_db(read_decision)(agent, step_id)
             if body["status"] != "pending" or escalated:
                 return JsonResponse(body)
             remaining = deadline - time.monotonic()

@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +64,28 @@ CONTENT_ATTRIBUTES = {
     "final_result",
     "gen_ai.prompt",
     "gen_ai.completion",
+}
+# Attributes copied to named metadata fields (model, provider, session, user, agent, tokens, tool).
+MAPPED_ATTRIBUTES = {
+    *MODEL_ATTRIBUTES,
+    *PROVIDER_ATTRIBUTES,
+    "gen_ai.conversation.id",
+    "session.id",
+    "langfuse.session.id",
+    "user.id",
+    "langfuse.user.id",
+    "gen_ai.agent.name",
+    "agent.name",
+    "agent_name",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "llm.token_count.prompt",
+    "llm.token_count.completion",
+    "gen_ai.tool.name",
+    "tool.name",
+    "gen_ai.tool.description",
+    "tool.description",
+    "reviewqueue.blocking",
 }
 CONTENT_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.", "llm.tools.")
 
@@ -135,7 +156,8 @@ def any_value(value: Any) -> Any:
     if which == "int_value":
         return value.int_value
     if which == "double_value":
-        return value.double_value
+        number = value.double_value
+        return number if math.isfinite(number) else str(number)  # NaN/Infinity cannot be stored as JSON
     if which == "bool_value":
         return value.bool_value
     if which == "array_value":
@@ -151,30 +173,19 @@ def attributes(key_values: Iterable[Any]) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in key_values}
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/Infinity cannot be stored as JSON: they become strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _maybe_json(value: Any) -> Any:
     """Strings holding JSON objects or arrays are parsed; anything else is kept as it is."""
     if isinstance(value, str):
         text = value.strip()
         if text[:1] in ("{", "[") and text[-1:] in ("}", "]"):
             try:
-                return json.loads(text)
+                return _decode_json(text)
             except ValueError:
                 return value
     return value
 
 
-_INDEXED = re.compile(r"^(\d+)(?:\.(.*))?$")
+_decode_json = json.JSONDecoder(parse_constant=str).decode  # NaN/Infinity stay strings (JSON-storable)
 
 
 def unflatten(attrs: dict[str, Any], prefix: str) -> Any:
@@ -664,17 +675,22 @@ def _span_payload(
 
     # metadata: where it came from, the model, the session, tokens, status, and the raw attributes
     metadata["otel"] = {
-        "trace_id": _hex(span.trace_id),
-        "span_id": span_id,
         "span_name": span.name,
         "span_kind": span.kind,
-        "scope": scope,
         "start_time_unix_nano": span.start_time_unix_nano,
         "end_time_unix_nano": span.end_time_unix_nano,
+        # Everything not already mapped, for audit and re-mapping.
         "attributes": {
-            k: v for k, v in attrs.items() if k not in CONTENT_ATTRIBUTES and not k.startswith(CONTENT_PREFIXES)
+            k: v
+            for k, v in attrs.items()
+            if k not in CONTENT_ATTRIBUTES
+            and k not in MAPPED_ATTRIBUTES
+            and k != confidence_attribute
+            and not k.startswith(CONTENT_PREFIXES)
         },
     }
+    if scope["name"]:
+        metadata["otel"]["scope"] = scope
     if span.status.code == 2:
         metadata["error"] = {"message": span.status.message, "type": attrs.get("error.type")}
         for event_name, event_attrs in events:
@@ -686,8 +702,9 @@ def _span_payload(
                 break
     if service:
         metadata["service"] = service
-    if resource:
-        metadata["resource"] = resource
+    other_resource = {k: v for k, v in resource.items() if k not in ("service.name", "service.version")}
+    if other_resource:
+        metadata["resource"] = other_resource
     if model:
         metadata["model"] = model
     provider = _first(attrs, PROVIDER_ATTRIBUTES)
@@ -730,10 +747,10 @@ def _span_payload(
         "trace_id": _hex(span.trace_id),
         "kind": kind,
         "name": str(name)[:200],
-        "input": _json_safe(step_input),
-        "output": _json_safe(output),
+        "input": step_input,
+        "output": output,
         "confidence": confidence,
-        "metadata": _json_safe(metadata),
+        "metadata": metadata,
     }
     if attrs.get("reviewqueue.blocking") is True:
         payload["blocking"] = True

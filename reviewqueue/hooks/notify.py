@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import weakref
@@ -170,7 +171,11 @@ class Hub:
     # the listener
     def _ensure_listener(self) -> None:
         if self.task is None or self.task.done():
-            self.task = self.loop.create_task(self._run(), name=f"reviewqueue-notify-{self.kind}")
+            # A fresh context: the listener outlives the request that started it (and must not
+            # inherit its asgiref ThreadSensitiveContext).
+            self.task = self.loop.create_task(
+                self._run(), name=f"reviewqueue-notify-{self.kind}", context=contextvars.Context()
+            )
 
     async def _run(self) -> None:
         attempt = 0
@@ -231,7 +236,7 @@ class Hub:
             await asyncio.sleep(POLL_INTERVAL_SECONDS)
             ids = list(self.waiters)
             if ids:
-                for step_id in await sync_to_async(decided_among)(ids):
+                for step_id in await sync_to_async(decided_among, thread_sensitive=False)(ids):
                     self.dispatch(f"{DECIDED}:{step_id}")
 
 
@@ -246,8 +251,11 @@ def postgres_connect_kwargs() -> dict[str, Any]:
 
 
 def decided_among(step_ids: list[int]) -> list[int]:
+    from django.db import close_old_connections
+
     from reviewqueue.core.models import Step, StepStatus
 
+    close_old_connections()
     return list(
         Step.objects.filter(pk__in=step_ids).exclude(status=StepStatus.PENDING_REVIEW).values_list("pk", flat=True)
     )
