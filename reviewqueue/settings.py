@@ -178,6 +178,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "reviewqueue.api.schema.add_agent_endpoints",  # the async long-poll and OTLP views
+    ],
 }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -198,3 +198,10 @@ def test_waiter_is_woken_through_redis_pubsub(setup, settings) -> None:
         delay=0.5,
     )
     assert response.json()["status"] == "corrected" and after < 20
+
+
+@pytest.mark.django_db
+def test_the_openapi_schema_documents_the_long_poll_and_otlp(client) -> None:
+    paths = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+    assert paths["/api/v1/steps/{step_id}/decision"]["get"]["operationId"] == "steps_decision"
+    assert paths["/v1/traces"]["post"]["operationId"] == "otlp_traces"
