@@ -90,6 +90,8 @@ async def _long_poll(port: int, path: str, key: str, arrivals: dict[int, float],
 
 
 def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
+    from django.db import transaction
+
     from bench.server import Gunicorn
     from reviewqueue.review.models import Queue
     from reviewqueue.review.services import claim_next_item, submit_review
@@ -147,8 +149,10 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
             item = claim_next_item(queue=queue, user=reviewer)
             if item is None:
                 break
-            submit_review(item_id=item.pk, user=reviewer, verdict="approve")
-            decided_at[item.step_id] = time.perf_counter()  # committed, NOTIFY sent
+            with transaction.atomic():
+                # Runs at the commit, just before the review's own on-commit NOTIFY.
+                transaction.on_commit(lambda sid=item.step_id: decided_at.__setitem__(sid, time.perf_counter()))
+                submit_review(item_id=item.pk, user=reviewer, verdict="approve")
         decide_seconds = time.perf_counter() - started
         thread.join(timeout=WAIT_SECONDS + 30)
         loop.close()
@@ -164,7 +168,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
         "waiters": waiters,
         "registered_in_server": registered,
         "answered_approved": approved,
-        "answers_before_decision_returned": early,
+        "answers_before_commit": early,
         "decisions_per_second": len(decided_at) / decide_seconds if decide_seconds else None,
         "latency_ms": {"p50": p50, "p95": p95, "p99": percentile(latencies, 99), "max": max(latencies, default=None)},
         "server_idle": idle,

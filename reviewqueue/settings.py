@@ -106,6 +106,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", False):
+    # Under ASGI Django runs each request's sync code in a thread of its own, so persistent
+    # connections would be one per request: use psycopg's pool instead (reviewqueue/asgi.py turns
+    # this on by default; DB_POOL=0 turns it off).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+        "timeout": env_int("DB_POOL_TIMEOUT", 10),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the web server and the task worker share the file.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
