@@ -33,7 +33,7 @@ def issue_refund(order_id: str, amount_eur: float, reason: str = "") -> dict:
 
 def main() -> int:
     for order_id, amount in [("A100", 25.0), ("A200", 250.0)]:
-        print(f"agent: refund {amount} EUR on {order_id}?")
+        print(f"agent: refund {amount} EUR on {order_id}?", flush=True)
         try:
             result = issue_refund(order_id, amount, reason="damaged parcel")
         except Rejected as exc:

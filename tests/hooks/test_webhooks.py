@@ -327,3 +327,27 @@ def test_delivery_log_page_and_send_test_event(client) -> None:
     assert b"webhook.test" in log.content and b"not attempted yet" in log.content
     client.force_login(UserFactory(username="reviewer"))
     assert client.get(f"/webhooks/{hook.pk}/").status_code == 302  # to the admin login
+
+
+@pytest.mark.django_db
+def test_admin_send_test_event_action_and_url_check(client, settings) -> None:
+    settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS = False
+    admin_user = UserFactory(username="root", is_staff=True, is_superuser=True)
+    client.force_login(admin_user)
+    agent = AgentFactory(name="bot")
+    hook = Webhook.objects.create(agent=agent, url="https://example.com/hook")
+    response = client.post("/admin/hooks/webhook/", {"action": "send_test", "_selected_action": [hook.pk]}, follow=True)
+    assert response.status_code == 200
+    assert WebhookDelivery.objects.get(webhook=hook).event_type == "webhook.test"
+    refused = client.post(
+        "/admin/hooks/webhook/add/",
+        {
+            "agent": agent.pk,
+            "url": "http://127.0.0.1/x",
+            "secret": "whsec_0123456789abcdef",
+            "events": '["step.decided"]',
+            "enabled": "on",
+        },
+    )
+    assert refused.status_code == 200 and b"loopback" in refused.content
+    assert Webhook.objects.count() == 1
