@@ -351,3 +351,20 @@ def test_admin_send_test_event_action_and_url_check(client, settings) -> None:
     )
     assert refused.status_code == 200 and b"loopback" in refused.content
     assert Webhook.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_escalation_is_delivered_as_item_escalated(private_ok, sync_tasks, receiver_factory) -> None:
+    receiver = receiver_factory([200])
+    agent = AgentFactory(name="hooked")
+    Webhook.objects.create(agent=agent, url=receiver.url, events=["item.escalated"])
+    alice = UserFactory(username="alice")
+    seniors = QueueFactory(slug="seniors")
+    queue = QueueFactory(slug="q", members=[alice], escalation_queue=seniors)
+    item = ReviewItemFactory(queue=queue, step=StepFactory(agent=agent))
+    claim_next_item(queue=queue, user=alice)
+    submit_review(item_id=item.pk, user=alice, verdict="escalate", reason="not sure")
+    (request,) = receiver.requests
+    event = json.loads(request["body"])
+    assert event["type"] == "item.escalated" and event["data"]["decision"]["status"] == "pending"
+    assert event["data"]["item"]["queue"] == "q" and event["data"]["item"]["escalated_to"]["queue"] == "seniors"
