@@ -55,6 +55,7 @@ class QueueFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Queue
         django_get_or_create = ("slug",)
+        skip_postgeneration_save = True
 
     slug = factory.Sequence(lambda n: f"queue-{n}")
     name = factory.LazyAttribute(lambda q: q.slug.replace("-", " ").title())
