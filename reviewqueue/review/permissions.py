@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
@@ -72,3 +73,31 @@ def item_for_viewer(user: Any, item_id: Any) -> ReviewItem:
 def item_for_staff(user: Any, item_id: Any) -> ReviewItem:
     require_staff(user)
     return _item(item_id)
+
+
+def attachment_for_viewer(user: Any, attachment_id: Any) -> Any:
+    """An image attachment: staff, or a reviewer of a queue that holds an item for its step; else 404."""
+    from reviewqueue.core.models import Attachment
+
+    try:
+        attachment = Attachment.objects.get(pk=int(attachment_id))
+    except (Attachment.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such attachment.") from None
+    if getattr(user, "is_staff", False):
+        return attachment
+    if not getattr(user, "is_authenticated", False):
+        raise Http404("No such attachment.")
+    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    if not ReviewItem.objects.filter(step_id=attachment.step_id, queue__in=member_of).exists():
+        raise Http404("No such attachment.")
+    return attachment
+
+
+def review_for_owner(user: Any, review_id: Any) -> Any:
+    """One of `user`'s own reviews (with its item, queue, step and decision); else 404."""
+    from reviewqueue.review.models import Review
+
+    try:
+        return Review.objects.select_related("item__queue", "item__step__agent").get(pk=int(review_id), reviewer=user)
+    except (Review.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such review.") from None
