@@ -29,7 +29,8 @@ class AmendForm(forms.Form):
 class HistorySearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=200)
     verdict = forms.ChoiceField(
-        required=False, choices=[("", "All verdicts"), *((v, v.title()) for v in ("approve", "correct", "reject", "escalate"))]
+        required=False,
+        choices=[("", "All verdicts"), *((v, v.title()) for v in ("approve", "correct", "reject", "escalate"))],
     )
 
 

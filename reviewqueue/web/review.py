@@ -83,7 +83,7 @@ def _workbench(
                 "heartbeat_seconds": max(5, min(60, queue.lease_seconds // 3)),
                 "shown_at": values.get("shown_at") or f"{time.time():.3f}",
                 "rubric": rubric_fields(queue.rubric, values.get("labels")),
-                "output_text": values["output"] if "output" in values else view.editor_text,
+                "output_text": values.get("output", view.editor_text),
                 "reason": values.get("reason", ""),
                 "comment": values.get("comment", ""),
                 "open_panel": values.get("open_panel", ""),
@@ -184,9 +184,7 @@ def verdict(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
         message = f"{exc.message} Your verdict was not saved."
         return _workbench(request, queue, following, status=409, error=message)
     except ReviewError as exc:
-        return _workbench(
-            request, queue, item, status=422, error=exc.message, errors=exc.errors, values=typed
-        )
+        return _workbench(request, queue, item, status=422, error=exc.message, errors=exc.errors, values=typed)
     last = {
         "verdict": chosen,
         "done": VERDICT_DONE[chosen],
