@@ -3,6 +3,25 @@
 (function () {
   "use strict";
 
+  /* True while a verdict is on its way: keys pressed meanwhile are dropped, never queued. */
+  var busy = false;
+  function setBusy(value) {
+    busy = value;
+    document.body.classList.toggle("busy", value);
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (event.detail.elt && event.detail.elt.id === "verdict-form") setBusy(true);
+  });
+  /* The form that sent the request is replaced by the answer, so its own afterRequest event never
+     reaches the document. The busy state ends when the next item has settled (htmx has wired up
+     its form), or when the request failed. */
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.target && event.detail.target.id === "workbench") setBusy(false);
+  });
+  ["htmx:responseError", "htmx:sendError", "htmx:timeout", "htmx:swapError"].forEach(function (name) {
+    document.addEventListener(name, function () { setBusy(false); });
+  });
+
   function verdictForm() { return document.getElementById("verdict-form"); }
   function panel(name) { return document.querySelector('[data-panel="' + name + '"]'); }
   function verdictButton(verdict) {
@@ -88,7 +107,7 @@
       return;
     }
     var form = verdictForm();
-    if (!form || form.classList.contains("htmx-request")) return;
+    if (!form || busy) return;
     var key = event.key.length === 1 ? event.key.toLowerCase() : "";
     var shortcut = key && form.querySelector('button[data-key="' + key + '"]');
     if (shortcut) {
