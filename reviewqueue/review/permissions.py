@@ -101,3 +101,12 @@ def review_for_owner(user: Any, review_id: Any) -> Any:
         return Review.objects.select_related("item__queue", "item__step__agent").get(pk=int(review_id), reviewer=user)
     except (Review.DoesNotExist, ValueError, TypeError):
         raise Http404("No such review.") from None
+
+
+def item_in_queue(queue: Queue, item_id: Any) -> ReviewItem:
+    """An item of `queue`, for a user already let in by `queue_for_reviewer` (so no second
+    membership check); 404 when the item is not in that queue."""
+    try:
+        return ReviewItem.objects.select_related("step").get(pk=int(item_id), queue=queue)
+    except (ReviewItem.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such item in this queue.") from None

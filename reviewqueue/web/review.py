@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
@@ -94,9 +94,8 @@ def _workbench(
 
 def _queue_and_item(request: HttpRequest, slug: str, item_id: int) -> tuple[Queue, ReviewItem]:
     queue = permissions.queue_for_reviewer(request.user, slug)
-    item = permissions.item_for_reviewer(request.user, item_id)
-    if item.queue_id != queue.pk:
-        raise Http404("No such item in this queue.")
+    item = permissions.item_in_queue(queue, item_id)
+    item.queue = queue
     return queue, item
 
 
