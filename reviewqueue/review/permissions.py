@@ -22,9 +22,13 @@ def require_staff(user: Any) -> None:
 
 
 def queue_for_reviewer(user: Any, slug: str) -> Queue:
-    """The queue, if `user` may review it (membership, direct or by group); else 404."""
-    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug).first()
-    if queue is None or not can_review(user=user, queue=queue):
+    """The queue, if `user` may review it (membership, direct or by group: the rule of
+    `services.can_review`, checked in the same query that finds the queue); else 404."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise Http404("No such queue.")
+    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug, pk__in=member_of).first()
+    if queue is None:
         raise Http404("No such queue.")
     return queue
 

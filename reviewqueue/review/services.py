@@ -1044,5 +1044,6 @@ def _redecide(decision: Decision, *, item: ReviewItem, review: Review, actor: Us
 def skip_item(*, item_id: int, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
     """Give the held item back (`release_item`) and claim the next one, never the skipped item
     nor the ids in `exclude` (those skipped earlier). None when nothing else is left."""
-    item = release_item(item_id=item_id, user=user)
-    return claim_next_item(queue=item.queue, user=user, exclude={*exclude, item.pk})
+    with transaction.atomic():
+        item = release_item(item_id=item_id, user=user)
+        return claim_next_item(queue=item.queue, user=user, exclude={*exclude, item.pk})

@@ -155,24 +155,28 @@ def progress(user: Any, queue: Queue) -> Progress:
     """Done today (this user, this queue), pending items left in the queue (up to REMAINING_CAP),
     and the user's median seconds per item over their last MEDIAN_OVER reviews there.
 
-    Two queries: both counts in one statement (each a scan of a small index range: the capped
-    pending range of `item_claim_order`, and today's reviews of this user), then the recent times."""
+    One query: each part scans a small index range (the capped pending range of `item_claim_order`,
+    this user's reviews of today, their last reviews)."""
     item_table, review_table = ReviewItem._meta.db_table, Review._meta.db_table  # names, not input
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT
-                  (SELECT COUNT(*) FROM (SELECT 1 FROM {item_table}
-                     WHERE queue_id = %s AND status = %s LIMIT %s) pending),
-                  (SELECT COUNT(*) FROM {review_table} r JOIN {item_table} i ON i.id = r.item_id
-                     WHERE r.reviewer_id = %s AND i.queue_id = %s AND r.created_at >= %s)""",
-            [queue.pk, ItemStatus.PENDING.value, REMAINING_CAP, user.pk, queue.pk, start_of_today()],
+            f"""SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 FROM {item_table}
+                                WHERE queue_id = %s AND status = %s LIMIT %s) pending),
+                          (SELECT COUNT(*) FROM {review_table} r JOIN {item_table} i ON i.id = r.item_id
+                                WHERE r.reviewer_id = %s AND i.queue_id = %s AND r.created_at >= %s)
+                UNION ALL
+                SELECT 1, seconds, NULL FROM (
+                    SELECT r.seconds_spent AS seconds FROM {review_table} r JOIN {item_table} i ON i.id = r.item_id
+                    WHERE r.reviewer_id = %s AND i.queue_id = %s AND r.seconds_spent IS NOT NULL
+                    ORDER BY r.created_at DESC LIMIT %s) recent""",
+            [
+                *(queue.pk, ItemStatus.PENDING.value, REMAINING_CAP, user.pk, queue.pk, start_of_today()),
+                *(user.pk, queue.pk, MEDIAN_OVER),
+            ],
         )
-        remaining, done_today = cursor.fetchone()
-    seconds = list(
-        Review.objects.filter(reviewer=user, item__queue=queue, seconds_spent__isnull=False)
-        .order_by("-created_at")
-        .values_list("seconds_spent", flat=True)[:MEDIAN_OVER]
-    )
+        rows = cursor.fetchall()
+    remaining, done_today = next((int(a), int(b)) for kind, a, b in rows if kind == 0)
+    seconds = [float(a) for kind, a, _ in rows if kind == 1]
     return Progress(done_today, remaining, statistics.median(seconds) if seconds else None)
 
 
