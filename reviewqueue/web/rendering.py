@@ -192,7 +192,7 @@ def output_message(output: Any) -> Message:
         return message({"role": "assistant", **output})
     if isinstance(output, str):
         return Message(role="assistant", html=markdown_html(output))
-    return Message(role="output", code=pretty_json(output))
+    return Message(role="json", code=pretty_json(output))
 
 
 def editable_output(output: Any) -> tuple[str, str]:
