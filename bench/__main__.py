@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     migrate()
 
-    from bench import ingest, review
+    from bench import ingest, review, ui
     from bench.server import Gunicorn
 
     figures: list[Figure] = []
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(
                     "4",
                     "review page",
-                    lambda: review.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
+                    lambda: ui.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
                 )
 
     elapsed = time.monotonic() - started
