@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     migrate()
 
-    from bench import agents, ingest, review
+    from bench import agents, ingest, review, ui
     from bench.server import Gunicorn
 
     agents.raise_open_files_limit()
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(
                     "4",
                     "review page",
-                    lambda: review.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
+                    lambda: ui.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
                 )
         if "6" in only:
             measure(

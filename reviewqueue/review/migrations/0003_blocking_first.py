@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('core', '0002_initial'),
-        ('review', '0001_initial'),
+        ('review', '0002_decision_exported_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
