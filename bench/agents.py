@@ -73,20 +73,26 @@ def create_waiting_steps(count: int) -> tuple[str, list[int]]:
 
 
 async def _long_poll(port: int, path: str, key: str, arrivals: dict[int, float], step_id: int) -> tuple[int, dict]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-        writer.write(request.encode())
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode().split("\r\n")
-        status = int(lines[0].split()[1])
-        length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
-        body = await reader.readexactly(length)
-        arrivals[step_id] = time.perf_counter()
-        return status, json.loads(body)
-    finally:
-        writer.close()
+    """What an agent does: long-poll until the answer is not `pending` (the server answers
+    `pending` after `wait` seconds; the agent asks again, as the client does)."""
+    while True:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(request.encode())
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split()[1])
+            length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+            body = json.loads(await reader.readexactly(length))
+        finally:
+            writer.close()
+        if status != 200 or body.get("status") != "pending":
+            arrivals[step_id] = time.perf_counter()
+            return status, body
 
 
 def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
@@ -154,7 +160,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
                 transaction.on_commit(lambda sid=item.step_id: decided_at.__setitem__(sid, time.perf_counter()))
                 submit_review(item_id=item.pk, user=reviewer, verdict="approve")
         decide_seconds = time.perf_counter() - started
-        thread.join(timeout=WAIT_SECONDS + 30)
+        thread.join(timeout=2 * WAIT_SECONDS + 30)
         loop.close()
         http.close()
 
