@@ -205,3 +205,25 @@ def test_the_openapi_schema_documents_the_long_poll_and_otlp(client) -> None:
     paths = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
     assert paths["/api/v1/steps/{step_id}/decision"]["get"]["operationId"] == "steps_decision"
     assert paths["/v1/traces"]["post"]["operationId"] == "otlp_traces"
+
+
+def test_a_waiting_request_gives_back_its_per_request_thread() -> None:
+    """Under ASGI Django gives each request a ThreadSensitiveContext whose executor thread (made
+    by the request_started signal) would idle for the whole wait; the view hands it back."""
+    import threading
+
+    from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+
+    from reviewqueue.api.decisions import release_request_thread
+
+    async def scenario() -> tuple[bool, bool, str]:
+        async with ThreadSensitiveContext():
+            first = await sync_to_async(lambda: threading.current_thread().name)()  # like request_started
+            context = SyncToAsync.thread_sensitive_context.get()
+            had = context in SyncToAsync.context_to_thread_executor
+            release_request_thread()
+            gone = context not in SyncToAsync.context_to_thread_executor
+            second = await sync_to_async(lambda: threading.current_thread().name)()  # like request_finished
+            return had, gone, first != second
+
+    assert asyncio.run(scenario()) == (True, True, True)
