@@ -226,4 +226,9 @@ def test_a_waiting_request_gives_back_its_per_request_thread() -> None:
             second = await sync_to_async(lambda: threading.current_thread().name)()  # like request_finished
             return had, gone, first != second
 
-    assert asyncio.run(scenario()) == (True, True, True)
+    # A thread of its own: no event loop (other tests' Playwright leaves one in this thread) and
+    # no outer async_to_sync, exactly as under an ASGI server.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(lambda: asyncio.run(scenario())).result() == (True, True, True)
