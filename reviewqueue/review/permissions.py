@@ -111,6 +111,7 @@ def item_in_queue(queue: Queue, item_id: Any) -> ReviewItem:
     """An item of `queue`, for a user already let in by `queue_for_reviewer` (so no second
     membership check); 404 when the item is not in that queue."""
     try:
-        return ReviewItem.objects.select_related("step").get(pk=int(item_id), queue=queue)
+        # The step's input (often a long conversation) loads only if the caller reads it.
+        return ReviewItem.objects.select_related("step").defer("step__input").get(pk=int(item_id), queue=queue)
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
         raise Http404("No such item in this queue.") from None
