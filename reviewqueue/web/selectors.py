@@ -92,6 +92,14 @@ class StepView:
     metadata: str = ""
 
     @property
+    def matched(self) -> str:
+        """What made the routing rule match, e.g. "confidence = 0.42, kind = llm"."""
+        matched = (self.step.route_reason or {}).get("matched") if isinstance(self.step.route_reason, dict) else None
+        if not isinstance(matched, dict):
+            return ""
+        return ", ".join(f"{field} = {value}" for field, value in matched.items())
+
+    @property
     def context_count(self) -> int:
         return len(self.context_open) + len(self.context_folded)
 

@@ -55,6 +55,8 @@ def page(browser, live_server) -> Iterator:
     page = context.new_page()
     page.errors = []  # uncaught page errors: any is a test failure where asserted
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # Content-Security-Policy violations (an inline script or style) are reported on the console.
+    page.on("console", lambda message: "Content Security Policy" in message.text and page.errors.append(message.text))
     yield page
     context.close()
 
