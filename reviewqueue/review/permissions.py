@@ -116,7 +116,7 @@ def item_in_queue_for_reviewer(user: Any, slug: str, item_id: Any) -> ReviewItem
     member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
     try:
         return (
-            ReviewItem.objects.select_related("queue", "queue__escalation_queue", "step")
+            ReviewItem.objects.select_related("queue", "step")
             .defer("step__input")
             .get(pk=int(item_id), queue__slug=slug, queue__in=member_of)
         )

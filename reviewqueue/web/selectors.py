@@ -143,7 +143,7 @@ def step_view(step: Step, *, with_context: bool = True) -> StepView:
 def load_step(step_id: int) -> Step:
     """The step with what the item view shows of it, and whether it has images, in one query."""
     return (
-        Step.objects.select_related("agent", "rule")
+        Step.objects.select_related("agent")
         .annotate(has_attachments=Exists(Attachment.objects.filter(step=OuterRef("pk"))))
         .get(pk=step_id)
     )
