@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
-from reviewqueue.review.services import can_review
+from reviewqueue.review.services import can_review, note_membership_checked
 
 
 def require_staff(user: Any) -> None:
@@ -30,7 +30,7 @@ def queue_for_reviewer(user: Any, slug: str) -> Queue:
     queue = Queue.objects.select_related("escalation_queue").filter(slug=slug, pk__in=member_of).first()
     if queue is None:
         raise Http404("No such queue.")
-    return queue
+    return note_membership_checked(queue, user)
 
 
 def queue_for_viewer(user: Any, slug: str) -> Queue:
