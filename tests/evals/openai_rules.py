@@ -80,7 +80,9 @@ def _check_tools(record: dict[str, Any], messages: list[dict[str, Any]], where: 
 
 def check_sft_file(path: str) -> list[str]:
     problems: list[str] = []
-    lines = open(path, encoding="utf-8").read().split("\n")
+    from pathlib import Path
+
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
     assert lines[-1] == "", "file must end with a newline"
     records = [json.loads(line) for line in lines[:-1]]
     if len(records) < 10:
@@ -106,7 +108,9 @@ def check_sft_file(path: str) -> list[str]:
 
 def check_dpo_file(path: str, *, minimum: int = 10) -> list[str]:
     problems: list[str] = []
-    records = [json.loads(line) for line in open(path, encoding="utf-8")]
+    from pathlib import Path
+
+    records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
     if len(records) < minimum:
         problems.append(f"only {len(records)} examples (minimum {minimum})")
     for number, record in enumerate(records, 1):
