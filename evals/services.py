@@ -206,7 +206,8 @@ def export_to_path(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
     if version is not None:
-        redactor = redactor_for(version.dataset) if redact else None
+        # The dataset's current redaction settings (they may change after the freeze).
+        redactor = redactor_for(Dataset.objects.get(pk=version.dataset_id)) if redact else None
         cases = selectors.version_cases(version=version, split=split, redactor=redactor)
         dedupe = False
     else:
