@@ -44,6 +44,10 @@ class Progress:
 class Command(BaseCommand):
     help = "Export decided steps (a dataset version, or an ad-hoc filter) in one format, with a manifest."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # `--version ID` is the documented option: it replaces Django's own --version.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--format", required=True, choices=NAMES)
         parser.add_argument("--out", required=True, help="data file to write (the manifest goes beside it)")
