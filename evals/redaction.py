@@ -59,6 +59,16 @@ BUILTIN: list[tuple[str, str, Callable[[re.Match[str]], bool] | None]] = [
     ("card", r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", _card),
     ("phone", r"(?<![\w.+-])\+?[0-9][0-9 ().-]{6,20}[0-9](?![\w-])", _phone),
 ]
+# Literal prefixes of the api_key pattern: `in` checks are far cheaper than a regex alternation.
+_KEY_TRIGGERS = (
+    *(f"{p}{s}" for p in ("sk", "pk", "rk", "rq") for s in "-_"),
+    *(f"gh{c}_" for c in "pousr"),
+    "xox",
+    "AKIA",
+    "AIza",
+    "Bearer ",
+)
+_DIGIT_RUN = re.compile(r"\+?[0-9](?:[ ().-]{0,3}[0-9]){8,}")  # 9+ digits: phones need 9, cards 13
 PLACEHOLDER = {"email": "[EMAIL]", "api_key": "[API_KEY]", "card": "[CARD]", "phone": "[PHONE]"}
 
 
@@ -94,13 +104,34 @@ class Redactor:
             rules.append((entry["name"], re.compile(entry["pattern"]), None, f"[{entry['name'].upper()}]"))
         self.rules = rules
         self.always_walk = bool(extra_patterns)
-        self._quick = re.compile("|".join(f"(?:{p})" for _, p, _ in BUILTIN))
+        self._by_kind = {kind: (pattern, check) for kind, pattern, check, _ in rules[: len(BUILTIN)]}
 
-    def may_contain(self, *raw_texts: str | None) -> bool:
-        """Cheap pre-check on raw JSON texts; False means no string in them can be redacted."""
+    def may_contain(self, *raw_texts: Any) -> bool:
+        """Cheap pre-check on raw JSON texts (other values are serialised); False means no
+        string in them can be redacted."""
         if self.always_walk:
             return True
-        return any(text and self._quick.search(text) for text in raw_texts)
+        texts = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in raw_texts if t]
+        return self._hit("\n".join(texts))
+
+    def _hit(self, text: str) -> bool:
+        """Whether any built-in pattern (validators included) matches; each pattern only runs
+        near a cheap trigger (an @, a key prefix, a run of digits), not over the whole text."""
+        email, _ = self._by_kind["email"]
+        at = text.find("@")
+        while at != -1:
+            if email.search(text, max(0, at - 64), at + 256):
+                return True
+            at = text.find("@", at + 1)
+        if any(t in text for t in _KEY_TRIGGERS) and self._by_kind["api_key"][0].search(text):
+            return True
+        for run in _DIGIT_RUN.finditer(text):
+            for kind in ("card", "phone"):
+                pattern, check = self._by_kind[kind]
+                for match in pattern.finditer(text, max(0, run.start() - 1), min(len(text), run.end() + 1)):
+                    if check is None or check(match):
+                        return True
+        return False
 
     def redact_text(self, text: str, counts: Counter[str]) -> str:
         for kind, pattern, check, placeholder in self.rules:

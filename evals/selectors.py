@@ -7,13 +7,15 @@ and yield `Case`s one at a time: nothing holds all rows in memory."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
 
 import orjson
-from django.db import connection
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.utils.dateparse import parse_date, parse_datetime
@@ -23,16 +25,16 @@ from evals.cases import (
     CORRECTED,
     REJECTED,
     Case,
-    content_hash,
     normalize_input,
     normalize_output,
     split_for,
 )
 from evals.models import DatasetVersion, EvalCase
 from evals.redaction import Redactor
-from reviewqueue.core.models import Attachment, Step, StepKind, StepStatus
-from reviewqueue.review.models import DecisionMethod, Review
+from reviewqueue.core.models import Agent, Attachment, Step, StepKind, StepStatus
+from reviewqueue.review.models import DecisionMethod, Queue, Review, ReviewItem
 
+User = get_user_model()
 CHUNK = 2000
 HUMAN_VERDICTS = (StepStatus.APPROVED, StepStatus.CORRECTED, StepStatus.REJECTED)
 VERDICT_CHOICES = (*HUMAN_VERDICTS, AUTO_APPROVED)
@@ -157,7 +159,7 @@ def decided_steps(*, filters: dict[str, Any]) -> QuerySet[Step]:
 
 STEP_FIELDS = (
     "id",
-    "agent__name",
+    "agent_id",
     "kind",
     "name",
     "input_text",
@@ -167,13 +169,28 @@ STEP_FIELDS = (
     "decision__reason",
     "decision__method",
     "decision__item_id",
-    "decision__item__queue__slug",
-    "decision__reviewer__username",
+    "decision__reviewer_id",
     "decision__decided_at",
     "created_at",
     "confidence",
-    "metadata__tags",
+    "metadata_text",
 )
+
+
+def _stream(qs: QuerySet) -> Iterator[tuple[Any, ...]]:
+    """The rows of a values_list query, streamed. On PostgreSQL through a psycopg server-side
+    cursor directly (Django's per-value converters cost as much as the fetch itself); elsewhere
+    through Django's iterator()."""
+    if connection.vendor != "postgresql":
+        yield from qs.iterator(chunk_size=CHUNK)
+        return
+    sql, params = qs.query.sql_with_params()
+    connection.ensure_connection()
+    raw = connection.connection
+    with transaction.atomic(), raw.cursor(name=f"rq_export_{id(qs):x}") as cursor:
+        cursor.itersize = CHUNK
+        cursor.execute(sql, params)
+        yield from cursor
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -186,9 +203,25 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-def _attachments(step_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+class _Names(dict):
+    """id -> name for a small table (agents, queues, users), filled on first use of each id."""
+
+    def __init__(self, model: Any, field: str) -> None:
+        super().__init__()
+        self.model, self.field = model, field
+
+    def __missing__(self, key: int | None) -> str:
+        if key is None:
+            return ""
+        value = self.model.objects.filter(pk=key).values_list(self.field, flat=True).first() or ""
+        self[key] = value
+        return value
+
+
+def _attachments(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+    """Attachments of the steps with ids first..last (a chunk: ranges are cheaper than IN lists)."""
     found: dict[int, list[dict[str, Any]]] = {}
-    rows = Attachment.objects.filter(step_id__in=step_ids).order_by("id")
+    rows = Attachment.objects.filter(step_id__gte=first, step_id__lte=last).order_by("id")
     for step_id, path, content_type, sha256, width, height in rows.values_list(
         "step_id", "image", "content_type", "sha256", "width", "height"
     ):
@@ -198,51 +231,89 @@ def _attachments(step_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     return found
 
 
-def _reviews(item_ids: list[int]) -> dict[int, tuple[list[str], dict[str, Any]]]:
-    """Per item: the reviewers in order and their rubric answers merged (later reviews win)."""
-    found: dict[int, tuple[list[str], dict[str, Any]]] = {}
-    rows = Review.objects.filter(item_id__in=item_ids).order_by("item_id", "id")
-    for item_id, username, labels in rows.values_list("item_id", "reviewer__username", "labels"):
-        reviewers, merged = found.setdefault(item_id, ([], {}))
-        reviewers.append(username)
-        if isinstance(labels, dict):
-            merged.update(labels)
+def _in_list(ids: list[int]) -> str:
+    return ", ".join(["%s"] * len(ids))
+
+
+def _items(item_ids: list[int], users: _Names) -> dict[int, tuple[int, list[str], dict[str, Any]]]:
+    """Per review item: its queue id, the reviewers in order and their rubric answers merged
+    (later reviews win). Plain SQL: building a 2,000-element IN lookup in the ORM costs more
+    than the query."""
+    if not item_ids:
+        return {}
+    items, reviews = ReviewItem._meta.db_table, Review._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, queue_id FROM {items} WHERE id IN ({_in_list(item_ids)})", item_ids)
+        found = {item_id: (queue_id, [], {}) for item_id, queue_id in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT item_id, reviewer_id, CAST(labels AS text) FROM {reviews} "
+            f"WHERE item_id IN ({_in_list(item_ids)}) ORDER BY item_id, id",
+            item_ids,
+        )
+        for item_id, reviewer_id, labels in cursor.fetchall():
+            _, reviewers, merged = found[item_id]
+            reviewers.append(users[reviewer_id])
+            if labels and labels != "{}":
+                value = orjson.loads(labels)
+                if isinstance(value, dict):
+                    merged.update(value)
     return found
 
 
+def raw_content_hash(*parts: str | None) -> str:
+    """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update((part or "").encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
 def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
-    """Cases for the steps a filter chooses, in step order, redacted if a redactor is given."""
+    """Cases for the steps a filter chooses, in step order, redacted if a redactor is given.
+
+    The main query joins only the decision (so PostgreSQL can stream it in step order without
+    a sort); queues, reviewers, labels and images come per chunk of 2,000 rows."""
     qs = decided_steps(filters=filters).annotate(
         input_text=Cast("input", TextField()),
         output_text=Cast("output", TextField()),
         decision_output_text=Cast("decision__output", TextField()),
+        metadata_text=Cast("metadata", TextField()),
     )
-    rows = qs.values_list(*STEP_FIELDS).iterator(chunk_size=CHUNK)
+    agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
+    rows = _stream(qs.values_list(*STEP_FIELDS))
     for chunk in _chunks(rows, CHUNK):
-        attachments = _attachments([row[0] for row in chunk])
-        reviews = _reviews([row[10] for row in chunk if row[10] is not None])
+        first, last = chunk[0][0], chunk[-1][0]  # rows come in step id order
+        attachments = _attachments(first, last)
+        items = _items(sorted({row[10] for row in chunk if row[10] is not None}), users)
         for row in chunk:
-            (step_id, agent, kind, name, input_text, output_text, status, decision_text, reason, method,
-             item_id, queue, reviewer, decided_at, created_at, confidence, tags) = row  # fmt: skip
+            (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
+             item_id, reviewer_id, decided_at, created_at, confidence, metadata_text) = row  # fmt: skip
             messages, tools = normalize_input(_loads(input_text))
             original = normalize_output(_loads(output_text))
             auto = status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT
-            verdict = status
             if status == CORRECTED:
                 expected, rejected = normalize_output(_loads(decision_text)), original
             elif status == REJECTED:
                 expected, rejected = None, original
             else:
                 expected, rejected = original, None
-            reviewers, labels = reviews.get(item_id, ([reviewer] if reviewer else [], {}))
+            queue_id, reviewers, labels = items.get(item_id, (None, [], {}))
+            if not reviewers and reviewer_id is not None:
+                reviewers = [users[reviewer_id]]
+            tags: list[str] = []
+            if metadata_text and '"tags"' in metadata_text:
+                value = orjson.loads(metadata_text).get("tags")
+                tags = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+            step_attachments = attachments.get(step_id, [])
             case = Case(
                 step_id=step_id,
                 item_id=item_id,
-                agent=agent,
-                queue=queue or "",
+                agent=agents[agent_id],
+                queue=queues[queue_id],
                 kind=kind,
                 name=name,
-                verdict=verdict,
+                verdict=status,
                 auto=auto,
                 reason=reason or "",
                 messages=messages,
@@ -252,13 +323,20 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
                 split=split_for(step_id, test_ratio),
                 labels=labels,
                 reviewers=list(reviewers),
-                tags=[t for t in tags if isinstance(t, str)] if isinstance(tags, list) else [],
-                attachments=attachments.get(step_id, []),
+                tags=tags,
+                attachments=step_attachments,
                 confidence=confidence,
                 decided_at=(decided_at or created_at).isoformat(),
+                content_hash=raw_content_hash(
+                    input_text,
+                    output_text if status != CORRECTED else decision_text,
+                    output_text if status in (CORRECTED, REJECTED) else None,
+                    status,
+                    kind,
+                    *(a["sha256"] for a in step_attachments),
+                ),
             )
-            case.content_hash = content_hash(case)
-            if redactor is not None and redactor.may_contain(input_text, output_text, decision_text, reason):
+            if redactor is not None and redactor.may_contain(input_text, output_text, decision_text, reason, labels):
                 redactor.redact_case(case)
             yield case
 
@@ -327,6 +405,6 @@ def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Reda
             version_id=version.pk,
             content_hash=digest,
         )
-        if redactor is not None and redactor.may_contain(messages_text, expected_text, rejected_text, reason):
+        if redactor is not None and redactor.may_contain(messages_text, expected_text, rejected_text, reason, labels):
             redactor.redact_case(case)
         yield case
