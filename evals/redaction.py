@@ -8,6 +8,7 @@ steps are walked string by string. A dataset with its own patterns always walks.
 from __future__ import annotations
 
 import re
+import string
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -59,16 +60,12 @@ BUILTIN: list[tuple[str, str, Callable[[re.Match[str]], bool] | None]] = [
     ("card", r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", _card),
     ("phone", r"(?<![\w.+-])\+?[0-9][0-9 ().-]{6,20}[0-9](?![\w-])", _phone),
 ]
-# Literal prefixes of the api_key pattern: `in` checks are far cheaper than a regex alternation.
-_KEY_TRIGGERS = (
-    *(f"{p}{s}" for p in ("sk", "pk", "rk", "rq") for s in "-_"),
-    *(f"gh{c}_" for c in "pousr"),
-    "xox",
-    "AKIA",
-    "AIza",
-    "Bearer ",
-)
-_DIGIT_RUN = re.compile(r"\+?[0-9](?:[ ().-]{0,3}[0-9]){8,}")  # 9+ digits: phones need 9, cards 13
+# Byte tables for the pre-check: a phone or card number is 9+ digits once separators are
+# dropped; every api_key match but xox tokens (and Bearer ones) is a run of 19+ token characters.
+_DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
+_TOKEN_CHARS = (string.ascii_letters + string.digits + "_-").encode()
+_TOKENS = bytes.maketrans(_TOKEN_CHARS, b"a" * len(_TOKEN_CHARS))
+_DIGIT_RUN = re.compile(r"\+?[0-9](?:[ ().-]{0,3}[0-9]){8,}")
 PLACEHOLDER = {"email": "[EMAIL]", "api_key": "[API_KEY]", "card": "[CARD]", "phone": "[PHONE]"}
 
 
@@ -115,22 +112,27 @@ class Redactor:
         return self._hit("\n".join(texts))
 
     def _hit(self, text: str) -> bool:
-        """Whether any built-in pattern (validators included) matches; each pattern only runs
-        near a cheap trigger (an @, a key prefix, a run of digits), not over the whole text."""
-        email, _ = self._by_kind["email"]
-        at = text.find("@")
-        while at != -1:
-            if email.search(text, max(0, at - 64), at + 256):
-                return True
-            at = text.find("@", at + 1)
-        if any(t in text for t in _KEY_TRIGGERS) and self._by_kind["api_key"][0].search(text):
+        """Whether any built-in pattern (validators included) matches. Byte-level triggers (an
+        @, 9 digits in a row once separators are dropped, a long token) decide cheaply whether
+        the regexes need to run at all; they run near the trigger, not over every text."""
+        raw = text.encode()
+        if b"@" in raw:
+            email, _ = self._by_kind["email"]
+            at = text.find("@")
+            while at != -1:
+                if email.search(text, max(0, at - 64), at + 256):
+                    return True
+                at = text.find("@", at + 1)
+        long_token = b"a" * 19 in raw.translate(_TOKENS) or b"xox" in raw or b"Bearer " in raw
+        if long_token and self._by_kind["api_key"][0].search(text):
             return True
-        for run in _DIGIT_RUN.finditer(text):
-            for kind in ("card", "phone"):
-                pattern, check = self._by_kind[kind]
-                for match in pattern.finditer(text, max(0, run.start() - 1), min(len(text), run.end() + 1)):
-                    if check is None or check(match):
-                        return True
+        if b"0" * 9 in raw.translate(_DIGITS, b" ().-+"):
+            for run in _DIGIT_RUN.finditer(text):
+                for kind in ("card", "phone"):
+                    pattern, check = self._by_kind[kind]
+                    for match in pattern.finditer(text, max(0, run.start() - 1), min(len(text), run.end() + 1)):
+                        if check is None or check(match):
+                            return True
         return False
 
     def redact_text(self, text: str, counts: Counter[str]) -> str:
