@@ -61,23 +61,6 @@ def split_for(step_id: int, test_ratio: float) -> str:
     return "test" if int.from_bytes(digest, "big") / 2**64 < test_ratio else "train"
 
 
-def content_hash(case: Case) -> str:
-    """What makes two examples exact duplicates: same context, tools, outputs, verdict and images."""
-    payload = orjson.dumps(
-        [
-            case.messages,
-            case.tools,
-            case.expected,
-            case.rejected,
-            case.verdict,
-            case.kind,
-            [a.get("sha256") for a in case.attachments],
-        ],
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.sha256(payload).hexdigest()
-
-
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     """OpenAI tool calls with `arguments` as a JSON string (our stored form)."""
     out = []
