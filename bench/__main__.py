@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     migrate()
 
-    from bench import ingest, review
+    from bench import ingest, review, ui
     from bench.server import Gunicorn
 
     figures: list[Figure] = []
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure(
                     "4",
                     "review page",
-                    lambda: review.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
+                    lambda: ui.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
                 )
 
     if "5" in only:

@@ -17,7 +17,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"reviewer{n}")
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
-    password = factory.PostGenerationMethodCall("set_password", "pw-for-tests-1")
+    password = factory.django.Password("pw-for-tests-1")
 
 
 class AgentFactory(factory.django.DjangoModelFactory):
@@ -55,6 +55,7 @@ class QueueFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Queue
         django_get_or_create = ("slug",)
+        skip_postgeneration_save = True
 
     slug = factory.Sequence(lambda n: f"queue-{n}")
     name = factory.LazyAttribute(lambda q: q.slug.replace("-", " ").title())

@@ -146,6 +146,9 @@ class Decision(models.Model):
     )
     method = models.CharField(max_length=20, choices=DecisionMethod.choices)
     decided_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Set when the decision is first frozen into a dataset version; from then on its reviewers
+    # can no longer amend it (the exported bytes must stay true to the stored decision).
+    exported_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.verdict} ({self.method}) for step {self.step_id}"

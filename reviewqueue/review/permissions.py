@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
@@ -21,9 +22,13 @@ def require_staff(user: Any) -> None:
 
 
 def queue_for_reviewer(user: Any, slug: str) -> Queue:
-    """The queue, if `user` may review it (membership, direct or by group); else 404."""
-    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug).first()
-    if queue is None or not can_review(user=user, queue=queue):
+    """The queue, if `user` may review it (membership, direct or by group: the rule of
+    `services.can_review`, checked in the same query that finds the queue); else 404."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise Http404("No such queue.")
+    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug, pk__in=member_of).first()
+    if queue is None:
         raise Http404("No such queue.")
     return queue
 
@@ -72,3 +77,40 @@ def item_for_viewer(user: Any, item_id: Any) -> ReviewItem:
 def item_for_staff(user: Any, item_id: Any) -> ReviewItem:
     require_staff(user)
     return _item(item_id)
+
+
+def attachment_for_viewer(user: Any, attachment_id: Any) -> Any:
+    """An image attachment: staff, or a reviewer of a queue that holds an item for its step; else 404."""
+    from reviewqueue.core.models import Attachment
+
+    try:
+        attachment = Attachment.objects.get(pk=int(attachment_id))
+    except (Attachment.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such attachment.") from None
+    if getattr(user, "is_staff", False):
+        return attachment
+    if not getattr(user, "is_authenticated", False):
+        raise Http404("No such attachment.")
+    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    if not ReviewItem.objects.filter(step_id=attachment.step_id, queue__in=member_of).exists():
+        raise Http404("No such attachment.")
+    return attachment
+
+
+def review_for_owner(user: Any, review_id: Any) -> Any:
+    """One of `user`'s own reviews (with its item, queue, step and decision); else 404."""
+    from reviewqueue.review.models import Review
+
+    try:
+        return Review.objects.select_related("item__queue", "item__step__agent").get(pk=int(review_id), reviewer=user)
+    except (Review.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such review.") from None
+
+
+def item_in_queue(queue: Queue, item_id: Any) -> ReviewItem:
+    """An item of `queue`, for a user already let in by `queue_for_reviewer` (so no second
+    membership check); 404 when the item is not in that queue."""
+    try:
+        return ReviewItem.objects.select_related("step").get(pk=int(item_id), queue=queue)
+    except (ReviewItem.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such item in this queue.") from None

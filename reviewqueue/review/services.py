@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -124,14 +124,15 @@ def _lock(qs: Any) -> Any:
     return qs.select_for_update(skip_locked=True, of=("self",))
 
 
-def claim_next_item(*, queue: Queue, user: User) -> ReviewItem | None:
+def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
     """Give `user` the next item of `queue` to review, or None when nothing is left for them.
 
     Resumes the user's live claim in this queue first. Otherwise, in this order: items assigned
     to the user; pending items by priority (desc) then age (id asc) — the query walks the partial
     index `item_claim_order` and stops at the first claimable row, so its cost does not grow with
     the queue's depth; then items whose lease ran out before the sweeper got to them. Items the
-    user has already reviewed and items assigned to someone else are never offered."""
+    user has already reviewed and items assigned to someone else are never offered; nor are the
+    item ids in `exclude` (the ones the reviewer skipped in the UI)."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
@@ -146,6 +147,8 @@ def claim_next_item(*, queue: Queue, user: User) -> ReviewItem | None:
     not_reviewed = ~Exists(Review.objects.filter(item=OuterRef("pk"), reviewer=user))
     expired = Q(status=ItemStatus.CLAIMED, lease_expires_at__lte=now)
     in_queue = ReviewItem.objects.filter(queue=queue).filter(not_reviewed).order_by("-priority", "id")
+    if exclude:
+        in_queue = in_queue.exclude(pk__in=list(exclude))
     with transaction.atomic():
         item = (
             _lock(in_queue.filter(Q(status=ItemStatus.PENDING) | expired, assigned_to=user)).first()
@@ -908,3 +911,139 @@ def delete_queue(*, queue: Queue, actor: User | None) -> None:
         pk = queue.pk
         queue.delete()
         audit.record("queue.deleted", object_type="queue", object_id=pk, actor=actor, before=before)
+
+
+# --- amending a decision ------------------------------------------------------------------------------
+
+AMEND_VERDICTS = (Verdict.APPROVE.value, Verdict.CORRECT.value, Verdict.REJECT.value)
+
+
+def amendment_problem(review: Review, decision: Decision | None) -> str | None:
+    """Why `review` cannot be amended (one readable sentence), or None when it can.
+
+    `decision` is the decision of the review's step, if there is one. A review can be amended
+    while its item waits for more reviews, and after a single-review or agreed decision until
+    that decision has been exported in a dataset version. Escalations, adjudicated and timed-out
+    decisions belong to someone else."""
+    if review.verdict == Verdict.ESCALATE:
+        return "You escalated this item; escalations are settled by the next reviewer or staff."
+    if decision is None:
+        if review.item.status in OPEN_ITEM_STATUSES:
+            return None
+        return f"Item {review.item_id} is {review.item.status}; there is no decision of yours to amend."
+    if decision.item_id != review.item_id or decision.method not in (DecisionMethod.SINGLE, DecisionMethod.AGREEMENT):
+        return f"This step was decided by {decision.method}, not by your review."
+    if decision.exported_at is not None:
+        return (
+            "This decision has been exported in a dataset version "
+            f"({decision.exported_at:%Y-%m-%d %H:%M}); it can no longer be amended."
+        )
+    return None
+
+
+def _review_state(review: Review) -> dict[str, Any]:
+    return {
+        "verdict": review.verdict,
+        "output": review.output,
+        "reason": review.reason,
+        "labels": review.labels,
+        "comment": review.comment,
+    }
+
+
+def _decision_state(decision: Decision) -> dict[str, Any]:
+    return {
+        "verdict": decision.verdict,
+        "output": decision.output,
+        "reason": decision.reason,
+        "reviewer": decision.reviewer_id,
+        "method": decision.method,
+    }
+
+
+def amend_review(
+    *,
+    review_id: int,
+    user: User,
+    verdict: str,
+    output: Any = None,
+    reason: str = "",
+    labels: dict | None = None,
+    comment: str = "",
+) -> Review:
+    """Change `user`'s own review and, when it decided its step, re-resolve the decision from the
+    reviews as they now stand (the same rules as `submit_review`): a single review's decision
+    follows it; an agreed decision follows it only while all reviews still agree (otherwise the
+    amendment is refused: staff settle disagreements). Refused (Conflict, 409) once the decision
+    is in a dataset version (`Decision.exported_at`). Audited: `review.amended` and, when the
+    decision changes, `decision.amended`, each with before/after. All or nothing."""
+    now = timezone.now()
+    with transaction.atomic():
+        item_id = Review.objects.filter(pk=review_id, reviewer=user).values_list("item_id", flat=True).first()
+        if item_id is None:
+            raise ItemNotFound(f"No review {review_id} of yours.")
+        item = _lock_item(item_id)  # the item row serialises amendments with new reviews (same lock order)
+        review = Review.objects.select_for_update().get(pk=review_id)
+        review.item = item
+        decision = Decision.objects.select_for_update().filter(step_id=item.step_id).first()
+        problem = amendment_problem(review, decision)
+        if problem:
+            raise Conflict(problem)
+        step = item.step
+        errors = _validate_verdict(verdict, output, reason, step.output, allowed=AMEND_VERDICTS)
+        if not isinstance(comment, str):
+            errors["comment"] = ["must be a string"]
+        if errors:
+            raise ReviewError(errors=errors)
+        clean_labels = validate_labels(item.queue.rubric, labels)
+        before = _review_state(review)
+        review.verdict = verdict
+        review.output = output if verdict == Verdict.CORRECT else None
+        review.reason = reason.strip()
+        review.labels = clean_labels
+        review.comment = comment
+        after = _review_state(review)
+        if after == before:
+            return review
+        review.amended_at = now
+        review.save(update_fields=["verdict", "output", "reason", "labels", "comment", "amended_at"])
+        audit.record("review.amended", review, actor=user, before=before, after=after)
+        if decision is not None:
+            _redecide(decision, item=item, review=review, actor=user, now=now)
+    return review
+
+
+def _redecide(decision: Decision, *, item: ReviewItem, review: Review, actor: User, now: datetime) -> None:
+    reviews = [review] if decision.method == DecisionMethod.SINGLE else list(item.reviews.order_by("id"))
+    verdicts = {r.verdict for r in reviews}
+    agree = len(verdicts) == 1 and (
+        review.verdict != Verdict.CORRECT or len({_canonical(r.output) for r in reviews}) == 1
+    )
+    if not agree:
+        others = ", ".join(r.verdict for r in reviews if r.pk != review.pk)
+        raise Conflict(
+            f"The other reviewers of this item decided: {others}. Your amended verdict would disagree "
+            "with them; ask staff to adjudicate instead."
+        )
+    step = item.step
+    before = _decision_state(decision)
+    status = STEP_STATUS_FOR[Verdict(review.verdict)]
+    decision.verdict = status
+    decision.output = step.output if review.verdict == Verdict.APPROVE else review.output
+    reasons = [r.reason for r in reviews if r.reason]
+    decision.reason = "; ".join(dict.fromkeys(reasons))
+    decision.reviewer = review.reviewer
+    decision.decided_at = now
+    decision.save(update_fields=["verdict", "output", "reason", "reviewer", "decided_at"])
+    Step.objects.filter(pk=step.pk).update(status=status, updated_at=now)
+    step.status = status
+    audit.record("decision.amended", decision, actor=actor, before=before, after=_decision_state(decision))
+    transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
+
+
+def skip_item(*, item_id: int, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
+    """Give the held item back (`release_item`) and claim the next one, never the skipped item
+    nor the ids in `exclude` (those skipped earlier). None when nothing else is left."""
+    with transaction.atomic():
+        item = release_item(item_id=item_id, user=user)
+        return claim_next_item(queue=item.queue, user=user, exclude={*exclude, item.pk})
