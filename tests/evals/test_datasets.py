@@ -160,3 +160,13 @@ def test_filters_choose_steps(corpus, tmp_path):
     assert ids(queues=["nope"]) == set()
     assert "auto" in ids(include_auto_approved=True) and "auto" not in ids()
     assert ids(since="2000-01-01") == ids() and ids(until="2000-01-01") == set()
+
+
+def test_freezing_locks_the_included_decisions(corpus):
+    from reviewqueue.review.models import Decision
+
+    assert not Decision.objects.filter(exported_at__isnull=False).exists()
+    dataset = make_dataset(filters={"verdicts": ["corrected"]})
+    services.freeze_version(dataset=dataset)
+    locked = set(Decision.objects.filter(exported_at__isnull=False).values_list("step__external_id", flat=True))
+    assert locked == {"refund-corrected", "answer-corrected", "pii"}

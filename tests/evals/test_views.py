@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -15,12 +12,7 @@ from tests.factories import UserFactory
 
 
 @pytest.fixture(autouse=True)
-def _base_template(settings, tmp_path):
-    """The reviewer UI owns templates/base.html; where it is not present yet, a stand-in with
-    the same blocks is used (the real one comes first in DIRS when it exists)."""
-    templates = copy.deepcopy(settings.TEMPLATES)
-    templates[0]["DIRS"] = [*templates[0]["DIRS"], Path(__file__).parent / "templates"]
-    settings.TEMPLATES = templates
+def _export_root(settings, tmp_path):
     settings.EXPORT_ROOT = tmp_path / "exports"
 
 
