@@ -96,7 +96,10 @@ def create_export_fixtures(count: int) -> None:
         source_params=[agent.id, PREFIX],
     )
     join_item = join + " JOIN review_reviewitem i ON i.step_id = s.id"
-    corrected = "jsonb_build_object('role', 'assistant', 'content', 'Order A' || g || ' shipped on Monday; it arrives by Thursday.')"
+    corrected = (
+        "jsonb_build_object('role', 'assistant', 'content', "
+        "'Order A' || g || ' shipped on Monday; it arrives by Thursday.')"
+    )
     verdict = "(CASE WHEN mod(g, 10) < 7 THEN 'approve' WHEN mod(g, 10) < 9 THEN 'correct' ELSE 'reject' END)"
     insert_rows(
         Review,

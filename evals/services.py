@@ -107,10 +107,7 @@ def redactor_for(dataset: Dataset | None) -> Redactor | None:
 
 def lock_exported_decisions(version: DatasetVersion, now: Any) -> int:
     """Set Decision.exported_at on the version's steps: an exported decision can no longer be
-    amended. (The field arrives with the reviewer UI's amendment work; until it exists this
-    is a no-op.)"""
-    if not any(f.name == "exported_at" for f in Decision._meta.get_fields()):
-        return 0
+    amended (review.services.amend_review refuses it)."""
     steps = EvalCase.objects.filter(version=version, step__isnull=False).values("step_id")
     return Decision.objects.filter(step_id__in=steps, exported_at__isnull=True).update(exported_at=now)
 
