@@ -82,7 +82,13 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     return out
 
 
+_PLAIN_ROLES = ("system", "user", "assistant")
+
+
 def normalize_message(message: Any) -> dict[str, Any]:
+    plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
+    if plain and message.get("role") in _PLAIN_ROLES:  # already in our form (the common case): keep it
+        return message
     if not isinstance(message, dict):
         return {"role": "user", "content": message if isinstance(message, str) else dumps(message)}
     role = message.get("role") or "user"

@@ -266,11 +266,7 @@ def _items(item_ids: list[int], users: _Names) -> dict[int, tuple[int, list[str]
 
 def raw_content_hash(*parts: str | None) -> str:
     """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update((part or "").encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()
+    return hashlib.sha256("\x00".join(part or "" for part in parts).encode()).hexdigest()
 
 
 def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
