@@ -258,7 +258,10 @@ def create_export(
     if enqueue:
         from django_q.tasks import async_task
 
-        transaction.on_commit(lambda: async_task("evals.tasks.run_export", export.pk, task_name=f"export-{export.pk}"))
+        timeout = int(getattr(settings, "EXPORT_TASK_TIMEOUT", 3600))  # Q_CLUSTER's 120 s is too short for millions
+        transaction.on_commit(
+            lambda: async_task("evals.tasks.run_export", export.pk, task_name=f"export-{export.pk}", timeout=timeout)
+        )
     return export, True
 
 
