@@ -201,3 +201,13 @@ def test_cli_exports_ad_hoc_and_datasets(corpus, tmp_path):
         call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--dataset", "nope")
     with pytest.raises(CommandError, match="bad filter"):
         call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--since", "yesterday")
+
+
+def test_admin_lists_datasets_versions_and_exports(corpus, admin_client):
+    dataset = services.save_dataset(data={"name": "support"})
+    services.freeze_version(dataset=dataset)
+    services.create_export(fmt_name="jsonl", filters={}, enqueue=False)
+    for model in ("dataset", "datasetversion", "export"):
+        response = admin_client.get(f"/admin/evals/{model}/")
+        assert response.status_code == 200, model
+    assert admin_client.get("/admin/evals/export/add/").status_code == 403
