@@ -1,5 +1,12 @@
 """All of /api/v1/. Each resource module holds its own views and `urlpatterns`."""
 
+from evals import api as evals_api
 from reviewqueue.api import items, queues, rules, steps
 
-urlpatterns = [*steps.urlpatterns, *queues.urlpatterns, *items.urlpatterns, *rules.urlpatterns]
+urlpatterns = [
+    *steps.urlpatterns,
+    *queues.urlpatterns,
+    *items.urlpatterns,
+    *rules.urlpatterns,
+    *evals_api.urlpatterns,
+]
