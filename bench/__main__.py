@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only 1,2,3,4,5,6]`: every figure beside its baseline, on PostgreSQL.
+"""`python -m bench [--quick] [--only 1,2,3,4,5,6,7]`: every figure beside its baseline, on PostgreSQL.
 
 Recreates the database named by DATABASE_URL (default postgres://postgres@127.0.0.1:5432/rq_bench),
 migrates it, starts gunicorn on 127.0.0.1, measures, prints a table and writes
@@ -29,6 +29,7 @@ SIZES = {
         "think_ms": 50.0,
         "depth_rounds": 150,
         "page_requests": 200,
+        "export_rows": 1_000_000,
         "waiters": 1000,
         "otlp_traces": 2000,
     },
@@ -43,6 +44,7 @@ SIZES = {
         "think_ms": 50.0,
         "depth_rounds": 50,
         "page_requests": 60,
+        "export_rows": 100_000,
         "waiters": 1000,
         "otlp_traces": 500,
     },
@@ -52,7 +54,7 @@ SIZES = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 2 minutes)")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated figure numbers (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--settings", default="bench.settings", help="Django settings module (default bench.settings)")
     return parser.parse_args(argv)
@@ -138,14 +140,19 @@ def main(argv: list[str] | None = None) -> int:
                     "review page",
                     lambda: ui.figure_review_page(port, fixtures, requests=sizes["page_requests"]),
                 )
-        if "6" in only:
+        if "7" in only:
             measure(
-                "6",
+                "7",
                 "OTLP ingest vs REST batch",
                 lambda: agents.figure_otlp(port, traces=sizes["otlp_traces"], connections=sizes["batch_connections"]),
             )
+    if "6" in only:
+        measure("6", "1,000 long-polling agents", lambda: agents.figure_long_poll(url, waiters=sizes["waiters"]))
+
     if "5" in only:
-        measure("5", "1,000 long-polling agents", lambda: agents.figure_long_poll(url, waiters=sizes["waiters"]))
+        from bench import exports
+
+        measure("5", "dataset exports", lambda: exports.figure_exports(sizes["export_rows"]))
 
     elapsed = time.monotonic() - started
     print()

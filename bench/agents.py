@@ -1,11 +1,11 @@
-"""Figures 5 and 6: the agent's side of the loop.
+"""Figures 6 and 7: the agent's side of the loop.
 
-5. 1,000 agents long-polling `GET /api/v1/steps/{id}/decision?wait=60` at once on ONE ASGI
+6. 1,000 agents long-polling `GET /api/v1/steps/{id}/decision?wait=60` at once on ONE ASGI
    server process (gunicorn + uvicorn worker); a reviewer decides their steps one after the
    other (through the review services, in this process); the time from each decision's commit
    to its agent's answer (p50/p95), and the server process's memory and threads while the
    1,000 wait, beside the same process idle.
-6. OTLP ingestion (`POST /v1/traces`, protobuf) of traces of 20 spans (1 agent, 9 chat, 8 tool
+7. OTLP ingestion (`POST /v1/traces`, protobuf) of traces of 20 spans (1 agent, 9 chat, 8 tool
    and 2 HTTP spans, the HTTP ones dropped), 25 traces per request, beside the REST batch path
    (`POST /api/v1/steps`) sending the same steps in the same run, on the WSGI server of figures 1-4.
 """
@@ -28,7 +28,7 @@ SPANS_PER_TRACE = 20
 TRACES_PER_REQUEST = 25
 
 
-# --- figure 5: long-poll ---------------------------------------------------------------------------
+# --- figure 6: long-poll ---------------------------------------------------------------------------
 
 
 def _proc_status(pid: int) -> dict[str, int]:
@@ -184,7 +184,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
     rss_idle, rss_busy = idle.get("VmRSS", 0) / 1024, busy.get("VmRSS", 0) / 1024
     return [
         Figure(
-            "5a",
+            "6a",
             f"decision -> waiting agent's answer p50 ({waiters} waiting, 1 ASGI process)",
             p50,
             "ms",
@@ -195,7 +195,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
             detail,
         ),
         Figure(
-            "5b",
+            "6b",
             "decision -> waiting agent's answer p95",
             p95,
             "ms",
@@ -205,7 +205,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
             ok and p95 < 200,
         ),
         Figure(
-            "5c",
+            "6c",
             f"server RSS with {waiters} agents waiting",
             rss_busy,
             "MiB",
@@ -216,7 +216,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
             {"per_waiter_kib": (rss_busy - rss_idle) * 1024 / waiters if waiters else None},
         ),
         Figure(
-            "5d",
+            "6d",
             f"server threads with {waiters} agents waiting",
             float(busy.get("Threads", 0)),
             "threads",
@@ -228,7 +228,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
     ]
 
 
-# --- figure 6: OTLP vs REST batch ----------------------------------------------------------------
+# --- figure 7: OTLP vs REST batch ----------------------------------------------------------------
 
 
 def _kv(key: str, value: object) -> object:
@@ -428,7 +428,7 @@ def figure_otlp(port: int, *, traces: int, connections: int) -> list[Figure]:
     }
     return [
         Figure(
-            "6a",
+            "7a",
             f"OTLP ingest, traces of {SPANS_PER_TRACE} spans, {TRACES_PER_REQUEST} traces/request",
             otlp_spans_per_s,
             "spans/s",
@@ -439,7 +439,7 @@ def figure_otlp(port: int, *, traces: int, connections: int) -> list[Figure]:
             detail,
         ),
         Figure(
-            "6b",
+            "7b",
             "OTLP steps stored per second / REST batch",
             otlp_steps_per_s / rest_steps_per_s,
             "x",

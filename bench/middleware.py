@@ -23,7 +23,7 @@ class _QueryCounter:
 
 
 class ServerTimingMiddleware:
-    # Async-capable, so that under ASGI (figure 5) the stack stays async; there the queries run
+    # Async-capable, so that under ASGI (figure 6) the stack stays async; there the queries run
     # in other threads and are not counted (no X-Bench-Queries header).
     sync_capable = True
     async_capable = True

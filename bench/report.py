@@ -34,7 +34,7 @@ class Figure:
 def _fmt(value: float, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    if unit == "steps/s":
+    if unit in ("steps/s", "rows/s"):
         return f"{value:,.0f} {unit}"
     if unit == "x":
         return f"{value:.2f}x"

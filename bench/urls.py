@@ -24,7 +24,7 @@ def bare_logged_in(request: HttpRequest) -> HttpResponse:
 
 
 async def waiters(request: HttpRequest) -> JsonResponse:
-    """Figure 5: how many long-polls this server process holds, its pid and thread count."""
+    """Figure 6: how many long-polls this server process holds, its pid and thread count."""
     from reviewqueue.hooks.notify import get_hub
 
     return JsonResponse({"waiting": get_hub().waiting, "pid": os.getpid(), "threads": threading.active_count()})

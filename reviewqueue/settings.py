@@ -157,6 +157,8 @@ WHITENOISE_USE_FINDERS = True
 
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+# Dataset export files (evals/): never under MEDIA_ROOT, they are served only to staff.
+EXPORT_ROOT = Path(os.environ.get("EXPORT_ROOT", BASE_DIR / "exports"))
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "web:home"

@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include("reviewqueue.api.urls")),
     path("v1/traces", otlp_traces, name="otlp-traces"),
     path("webhooks/", include("reviewqueue.hooks.urls")),
+    path("datasets/", include("evals.urls")),
     path("", include("reviewqueue.web.urls")),
 ]
 

@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
-from reviewqueue.review.services import can_review
+from reviewqueue.review.services import can_review, note_membership_checked
 
 
 def require_staff(user: Any) -> None:
@@ -30,7 +30,7 @@ def queue_for_reviewer(user: Any, slug: str) -> Queue:
     queue = Queue.objects.select_related("escalation_queue").filter(slug=slug, pk__in=member_of).first()
     if queue is None:
         raise Http404("No such queue.")
-    return queue
+    return note_membership_checked(queue, user)
 
 
 def queue_for_viewer(user: Any, slug: str) -> Queue:
@@ -107,10 +107,18 @@ def review_for_owner(user: Any, review_id: Any) -> Any:
         raise Http404("No such review.") from None
 
 
-def item_in_queue(queue: Queue, item_id: Any) -> ReviewItem:
-    """An item of `queue`, for a user already let in by `queue_for_reviewer` (so no second
-    membership check); 404 when the item is not in that queue."""
+def item_in_queue_for_reviewer(user: Any, slug: str, item_id: Any) -> ReviewItem:
+    """An item of queue `slug`, if `user` may review that queue (the rule of `queue_for_reviewer`),
+    with its queue selected, in one query; else 404. The step's input (often a long
+    conversation) is loaded only if the caller reads it."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        raise Http404("No such item.")
+    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
     try:
-        return ReviewItem.objects.select_related("step").get(pk=int(item_id), queue=queue)
+        return (
+            ReviewItem.objects.select_related("queue", "step")
+            .defer("step__input")
+            .get(pk=int(item_id), queue__slug=slug, queue__in=member_of)
+        )
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such item in this queue.") from None
+        raise Http404("No such item.") from None

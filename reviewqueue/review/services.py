@@ -105,10 +105,20 @@ class QueueError(ReviewError):
 
 
 def can_review(*, user: User, queue: Queue) -> bool:
-    """Members of the queue, directly or through one of its groups. Staff are not implicitly members."""
+    """Members of the queue, directly or through one of its groups. Staff are not implicitly members.
+    A queue instance that an access helper loaded for this user with the membership already checked
+    (see `note_membership_checked`) costs no second query."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
+    if getattr(queue, "_membership_checked_for", None) == user.pk:
+        return True
     return Queue.objects.filter(pk=queue.pk).filter(Q(members=user) | Q(groups__user=user)).exists()
+
+
+def note_membership_checked(queue: Queue, user: User) -> Queue:
+    """Mark this queue instance (loaded within the current request) as checked for `user`'s membership."""
+    queue._membership_checked_for = user.pk  # type: ignore[attr-defined]
+    return queue
 
 
 def _require_staff(actor: User | None) -> None:

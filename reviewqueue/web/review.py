@@ -93,10 +93,8 @@ def _workbench(
 
 
 def _queue_and_item(request: HttpRequest, slug: str, item_id: int) -> tuple[Queue, ReviewItem]:
-    queue = permissions.queue_for_reviewer(request.user, slug)
-    item = permissions.item_in_queue(queue, item_id)
-    item.queue = queue
-    return queue, item
+    item = permissions.item_in_queue_for_reviewer(request.user, slug, item_id)
+    return item.queue, item
 
 
 @login_required

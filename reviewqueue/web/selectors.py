@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from reviewqueue.core.models import Attachment, Step
@@ -92,6 +92,14 @@ class StepView:
     metadata: str = ""
 
     @property
+    def matched(self) -> str:
+        """What made the routing rule match, e.g. "confidence = 0.42, kind = llm"."""
+        matched = (self.step.route_reason or {}).get("matched") if isinstance(self.step.route_reason, dict) else None
+        if not isinstance(matched, dict):
+            return ""
+        return ", ".join(f"{field} = {value}" for field, value in matched.items())
+
+    @property
     def context_count(self) -> int:
         return len(self.context_open) + len(self.context_folded)
 
@@ -99,7 +107,9 @@ class StepView:
 def step_view(step: Step, *, with_context: bool = True) -> StepView:
     """The step's rendered parts, its images and (one query) the earlier steps of its trace.
     Never a query per context step: summaries are built from one list of rows."""
-    attachments = list(step.attachments.all().order_by("id"))
+    # `load_step` annotates `has_attachments`, so the common step without images costs no query here.
+    has_attachments = getattr(step, "has_attachments", True)
+    attachments = list(step.attachments.all().order_by("id")) if has_attachments else []
     mode, text = rendering.editable_output(step.output)
     action = screen_action(step.output)
     view = StepView(
@@ -131,7 +141,12 @@ def step_view(step: Step, *, with_context: bool = True) -> StepView:
 
 
 def load_step(step_id: int) -> Step:
-    return Step.objects.select_related("agent", "rule").get(pk=step_id)
+    """The step with what the item view shows of it, and whether it has images, in one query."""
+    return (
+        Step.objects.select_related("agent")
+        .annotate(has_attachments=Exists(Attachment.objects.filter(step=OuterRef("pk"))))
+        .get(pk=step_id)
+    )
 
 
 @dataclass

@@ -10,10 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-# Playwright's sync API runs an event loop in this thread; Django's ORM calls from the test body
-# (fixtures, assertions on the database) are still synchronous and safe here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -25,17 +21,31 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator:
+    """One chromium for all the browser tests, closed after the last of them.
+
+    Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
+    ORM calls (fixtures, database assertions, the live server's flush) as "async"; they are
+    synchronous and safe here, so DJANGO_ALLOW_ASYNC_UNSAFE is set exactly while Playwright runs,
+    and the rest of the suite keeps Django's check."""
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("The browser tests need Debian's chromium: apt-get install -y chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
@@ -45,6 +55,8 @@ def page(browser, live_server) -> Iterator:
     page = context.new_page()
     page.errors = []  # uncaught page errors: any is a test failure where asserted
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # Content-Security-Policy violations (an inline script or style) are reported on the console.
+    page.on("console", lambda message: "Content Security Policy" in message.text and page.errors.append(message.text))
     yield page
     context.close()
 

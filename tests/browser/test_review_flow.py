@@ -247,3 +247,57 @@ def test_a_non_member_cannot_open_another_queue(page, login):
     )
     assert status in (403, 404)  # CSRF or access: either way refused
     assert not Review.objects.exists()
+
+
+def test_computer_use_click_is_marked_and_can_be_moved(page, login):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from reviewqueue.core.ingest import ingest_steps
+    from reviewqueue.core.models import Agent, Step
+
+    user = UserFactory(username="cua")
+    queue = QueueFactory(slug="clicks", members=[user])
+    out = io.BytesIO()
+    Image.new("RGB", (800, 500), "#f6f7f9").save(out, format="PNG")
+    ingest_steps(
+        agent=Agent.objects.create(name="browser-agent"),
+        payloads=[
+            {
+                "external_id": "click-1",
+                "kind": "tool_call",
+                "name": "computer",
+                "output": {"action": "click", "x": 400, "y": 250},
+                "attachments": [
+                    {
+                        "filename": "shot.png",
+                        "content_type": "image/png",
+                        "data": base64.b64encode(out.getvalue()).decode(),
+                    }
+                ],
+            }
+        ],
+    )
+    step = Step.objects.get(external_id="click-1")
+    step.review_items.all().delete()
+    item = ReviewItemFactory(queue=queue, step=step)
+    login(user)
+    page.goto("/review/clicks/")
+    screen = page.get_by_role("img", name="Screenshot with the proposed click marked")
+    expect(screen).to_be_visible()
+    expect(page.locator("circle.marker-ring")).to_have_attribute("cx", "400.0")
+    assert page.evaluate("document.querySelector('svg[data-screen] image').getBBox().width") == 800
+
+    page.keyboard.press("c")
+    box = screen.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)  # about (200, 250)
+    value = json.loads(page.get_by_label("Corrected output").input_value())
+    assert abs(value["x"] - 200) <= 3 and abs(value["y"] - 250) <= 3
+    expect(page.locator("#diff .d-add").first).to_contain_text('"x"')
+    page.get_by_label("Corrected output").press("Control+Enter")
+    expect(page.get_by_text(f"Corrected item {item.pk}")).to_be_visible()
+    corrected = Decision.objects.get(step=step).output
+    assert abs(corrected["x"] - 200) <= 3 and corrected["action"] == "click"
+    assert page.errors == []

@@ -75,3 +75,18 @@ def test_someone_elses_review_is_404(client_for, reviewer, queue):
     other = client_for(UserFactory(username="nosy"))
     assert other.get(f"/history/{review.pk}/").status_code == 404
     assert other.post(f"/history/{review.pk}/", {"verdict": "reject", "reason": "x"}).status_code == 404
+
+
+def test_history_queries_do_not_grow_with_rows(rita, reviewer, queue):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    decide(queue, reviewer, StepFactory(), "correct", output={"role": "assistant", "content": "fixed"})
+    with CaptureQueriesContext(connection) as few:
+        assert rita.get("/history/").status_code == 200
+    for _ in range(5):
+        decide(queue, reviewer, StepFactory(), "reject", reason="no")
+    with CaptureQueriesContext(connection) as many:
+        html = rita.get("/history/").content.decode()
+    assert html.count("/history/") >= 6
+    assert len(many) == len(few)

@@ -59,6 +59,7 @@ def test_page_shows_the_item(rita, queue):
         blocking=True,
         rule_name="low-confidence",
         rule_version=3,
+        route_reason={"rule": "low-confidence", "version": 3, "matched": {"confidence": 0.42}},
         input=[{"role": "user", "content": "Where is **A1**?"}],
         output={"role": "assistant", "content": "It shipped."},
         metadata={"env": "prod"},
@@ -67,6 +68,7 @@ def test_page_shows_the_item(rita, queue):
     html = rita.get(page_url(queue)).content.decode()
     for text in ("gpt-4o", "0.42", "low-confidence", trace.agent.name, "Agent waiting", "earlier-step"):
         assert text in html
+    assert "low-confidence v3" in html and "(confidence = 0.42)" in html
     assert "<strong>A1</strong>" in html  # markdown rendered
     assert "<strong>answer</strong>" in html and "<script>alert(1)" not in html  # instructions sanitised
     assert 'aria-label="Approve"' in html and 'aria-label="Skip"' in html

@@ -1,0 +1,244 @@
+"""/api/v1/exports and /api/v1/datasets (staff only: exports hold every decided step).
+
+- POST /api/v1/exports {"format", "filters"? | "version"? | "dataset"?, "split"?} → 202 with the
+  export (a version already exported in that format and split answers its stored export).
+- GET /api/v1/exports/{id} → status, progress, rows; GET .../download and .../manifest stream files.
+- GET/POST /api/v1/datasets; GET/PATCH/DELETE /api/v1/datasets/{name};
+  GET/POST /api/v1/datasets/{name}/versions (POST freezes); GET .../versions/{number}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from evals import selectors, services
+from evals.formats import NAMES, get_format
+from evals.models import Dataset, DatasetVersion, Export, ExportStatus
+
+
+def bad_request(errors: dict[str, list[str]]) -> Response:
+    first = next(iter(errors.items()))
+    return Response({"detail": f"{first[0]}: {first[1][0]}", "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def export_json(export: Export) -> dict[str, Any]:
+    done = export.status == ExportStatus.DONE
+    return {
+        "id": export.pk,
+        "format": export.format,
+        "version": export.version_id,
+        "filters": export.filters,
+        "split": export.split,
+        "status": export.status,
+        "progress": round(export.progress, 4),
+        "rows": export.rows,
+        "rows_done": export.rows_done,
+        "rows_total": export.rows_total,
+        "sha256": export.sha256 or None,
+        "size_bytes": export.size_bytes,
+        "summary": export.summary,
+        "error": export.error or None,
+        "attempts": export.attempts,
+        "created_at": export.created_at.isoformat(),
+        "finished_at": export.finished_at.isoformat() if export.finished_at else None,
+        "download_url": reverse("api-export-download", args=[export.pk]) if done else None,
+        "manifest_url": reverse("api-export-manifest", args=[export.pk]) if done else None,
+    }
+
+
+def version_json(version: DatasetVersion) -> dict[str, Any]:
+    return {
+        "id": version.pk,
+        "dataset": version.dataset.name,
+        "number": version.number,
+        "content_hash": version.content_hash,
+        "case_count": version.case_count,
+        "duplicates_removed": version.duplicates_removed,
+        "counts": version.counts,
+        "filters": version.filters,
+        "test_ratio": version.test_ratio,
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+def dataset_json(dataset: Dataset) -> dict[str, Any]:
+    latest = dataset.versions.order_by("-number").first()
+    return {
+        "name": dataset.name,
+        "description": dataset.description,
+        "filters": dataset.filters,
+        "test_ratio": dataset.test_ratio,
+        "redact": dataset.redact,
+        "redaction_patterns": dataset.redaction_patterns,
+        "created_at": dataset.created_at.isoformat(),
+        "latest_version": version_json(latest) if latest else None,
+    }
+
+
+class ExportCreateView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="exports_create", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request) -> Response:
+        data = request.data if isinstance(request.data, dict) else {}
+        errors: dict[str, list[str]] = {}
+        fmt = data.get("format")
+        try:
+            get_format(fmt if isinstance(fmt, str) else "")
+        except ValueError:
+            errors["format"] = [f"required, one of: {', '.join(NAMES)}"]
+        split = data.get("split", "all")
+        if split not in services.SPLITS:
+            errors["split"] = [f"must be one of {', '.join(services.SPLITS)}"]
+        version = None
+        sources = [k for k in ("version", "dataset") if data.get(k) not in (None, "")]
+        if len(sources) > 1 or (sources and data.get("filters")):
+            errors["version"] = ["give one of version, dataset or filters"]
+        elif "version" in sources:
+            version = (
+                DatasetVersion.objects.filter(pk=data["version"]).first() if str(data["version"]).isdigit() else None
+            )
+            if version is None:
+                errors["version"] = [f"no dataset version {data['version']!r}"]
+        elif "dataset" in sources:
+            dataset = Dataset.objects.filter(name=str(data["dataset"])).first()
+            version = dataset.versions.order_by("-number").first() if dataset else None
+            if version is None:
+                errors["dataset"] = [f"no frozen version of dataset {data['dataset']!r}; freeze one first"]
+        filters: dict[str, Any] = {}
+        if version is None and "filters" in data:
+            try:
+                filters = selectors.clean_filters(data.get("filters"))
+            except selectors.FilterError as exc:
+                errors.update({f"filters.{k}" if k != "filters" else k: v for k, v in exc.errors.items()})
+        if errors:
+            return bad_request(errors)
+        export, _created = services.create_export(
+            fmt_name=fmt, version=version, filters=filters, split=split, actor=request.user
+        )
+        return Response(export_json(export), status=status.HTTP_202_ACCEPTED)
+
+
+class ExportDetailView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="exports_retrieve", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, export_id: int) -> Response:
+        return Response(export_json(get_object_or_404(Export, pk=export_id)))
+
+
+def _serve(export: Export, relative: str, filename: str) -> FileResponse:
+    file_path = services.export_root() / relative
+    if not file_path.is_file():
+        raise Http404("The export file is gone.")
+    return FileResponse(open(file_path, "rb"), as_attachment=True, filename=filename)
+
+
+class ExportDownloadView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="exports_download", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, export_id: int) -> Response | FileResponse:
+        export = get_object_or_404(Export, pk=export_id)
+        if export.status != ExportStatus.DONE:
+            return Response(
+                {"detail": f"Export {export.pk} is {export.status}, not done; poll GET /api/v1/exports/{export.pk}."},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return _serve(export, export.file, export.file.rsplit("/", 1)[-1])
+
+
+class ExportManifestView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="exports_manifest", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    def get(self, request: Request, export_id: int) -> Response | FileResponse:
+        export = get_object_or_404(Export, pk=export_id)
+        if export.status != ExportStatus.DONE:
+            return Response({"detail": f"Export {export.pk} is {export.status}, not done."}, status=409)
+        return _serve(export, export.manifest, export.manifest.rsplit("/", 1)[-1])
+
+
+class DatasetListView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="datasets_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request) -> Response:
+        return Response({"results": [dataset_json(d) for d in Dataset.objects.order_by("name")]})
+
+    @extend_schema(operation_id="datasets_create", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request) -> Response:
+        try:
+            dataset = services.save_dataset(data=request.data, actor=request.user)
+        except services.DatasetError as exc:
+            return bad_request(exc.errors)
+        return Response(dataset_json(dataset), status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="datasets_retrieve", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, name: str) -> Response:
+        return Response(dataset_json(get_object_or_404(Dataset, name=name)))
+
+    @extend_schema(operation_id="datasets_update", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+    def patch(self, request: Request, name: str) -> Response:
+        dataset = get_object_or_404(Dataset, name=name)
+        try:
+            dataset = services.save_dataset(data=request.data, actor=request.user, dataset=dataset)
+        except services.DatasetError as exc:
+            return bad_request(exc.errors)
+        return Response(dataset_json(dataset))
+
+    @extend_schema(operation_id="datasets_destroy", responses={204: None})
+    def delete(self, request: Request, name: str) -> Response:
+        get_object_or_404(Dataset, name=name).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class VersionListView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="dataset_versions_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, name: str) -> Response:
+        dataset = get_object_or_404(Dataset, name=name)
+        return Response({"results": [version_json(v) for v in dataset.versions.order_by("-number")]})
+
+    @extend_schema(operation_id="dataset_versions_freeze", request=None, responses=OpenApiTypes.OBJECT)
+    def post(self, request: Request, name: str) -> Response:
+        dataset = get_object_or_404(Dataset, name=name)
+        version = services.freeze_version(dataset=dataset, actor=request.user)
+        return Response(version_json(version), status=status.HTTP_201_CREATED)
+
+
+class VersionDetailView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(operation_id="dataset_versions_retrieve", responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, name: str, number: int) -> Response:
+        version = get_object_or_404(DatasetVersion.objects.select_related("dataset"), dataset__name=name, number=number)
+        return Response(version_json(version))
+
+
+urlpatterns = [
+    path("exports", ExportCreateView.as_view(), name="api-exports"),
+    path("exports/<int:export_id>", ExportDetailView.as_view(), name="api-export"),
+    path("exports/<int:export_id>/download", ExportDownloadView.as_view(), name="api-export-download"),
+    path("exports/<int:export_id>/manifest", ExportManifestView.as_view(), name="api-export-manifest"),
+    path("datasets", DatasetListView.as_view(), name="api-datasets"),
+    path("datasets/<str:name>", DatasetDetailView.as_view(), name="api-dataset"),
+    path("datasets/<str:name>/versions", VersionListView.as_view(), name="api-dataset-versions"),
+    path("datasets/<str:name>/versions/<int:number>", VersionDetailView.as_view(), name="api-dataset-version"),
+]

@@ -1,0 +1,153 @@
+"""The canonical eval case: one decided step, in our own (OpenAI-style) message form.
+
+Every export format is a function of a `Case` (formats/), and every source (the live steps, a
+frozen DatasetVersion) yields `Case`s, so the mapping of FORMATS.md §0 lives in one place:
+
+- approved:  expected = the agent's output, rejected = None
+- corrected: expected = the correction,     rejected = the agent's output
+- rejected:  expected = None,               rejected = the agent's output
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+# Verdicts as stored on Step.status / Decision.verdict, plus auto_approved for undecided steps.
+APPROVED, CORRECTED, REJECTED, AUTO_APPROVED = "approved", "corrected", "rejected", "auto_approved"
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+@dataclass(slots=True)
+class Case:
+    step_id: int
+    item_id: int | None
+    agent: str
+    queue: str
+    kind: str
+    name: str
+    verdict: str
+    auto: bool
+    reason: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    expected: dict[str, Any] | None
+    rejected: dict[str, Any] | None
+    split: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    reviewers: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    confidence: float | None = None
+    decided_at: str | None = None
+    version_id: int | None = None
+    content_hash: str = ""
+    redactions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def record_id(self) -> str:
+        return f"rq-step-{self.step_id}"
+
+
+def split_for(step_id: int, test_ratio: float) -> str:
+    """Stable train/test side of a step: a hash of its id, so it never moves between versions."""
+    digest = hashlib.blake2b(b"rq-split:%d" % step_id, digest_size=8).digest()
+    return "test" if int.from_bytes(digest, "big") / 2**64 < test_ratio else "train"
+
+
+def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """OpenAI tool calls with `arguments` as a JSON string (our stored form)."""
+    out = []
+    for index, call in enumerate(calls if isinstance(calls, list) else []):
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name = function.get("name") or call.get("name") or ""
+        arguments = function.get("arguments", call.get("arguments", {}))
+        if not isinstance(arguments, str):
+            arguments = dumps(arguments if arguments is not None else {})
+        out.append(
+            {
+                "id": str(call.get("id") or f"call_{index + 1}"),
+                "type": "function",
+                "function": {"name": str(name), "arguments": arguments},
+            }
+        )
+    return out
+
+
+_PLAIN_ROLES = ("system", "user", "assistant")
+
+
+def normalize_message(message: Any) -> dict[str, Any]:
+    plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
+    if plain and message.get("role") in _PLAIN_ROLES:  # already in our form (the common case): keep it
+        return message
+    if not isinstance(message, dict):
+        return {"role": "user", "content": message if isinstance(message, str) else dumps(message)}
+    role = message.get("role") or "user"
+    out: dict[str, Any] = {"role": role, "content": message.get("content")}
+    if role == "assistant" and message.get("tool_calls"):
+        out["tool_calls"] = _tool_calls(message["tool_calls"])
+    if role == "tool":
+        out["tool_call_id"] = str(message.get("tool_call_id") or "")
+        if message.get("name"):
+            out["name"] = message["name"]
+    elif message.get("name"):
+        out["name"] = message["name"]
+    return out
+
+
+def normalize_input(value: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """A step input (a message list, {"messages", "tools"}, a string or any JSON) as messages + tools."""
+    tools = None
+    if isinstance(value, dict) and "messages" in value:
+        tools = value.get("tools") if isinstance(value.get("tools"), list) and value.get("tools") else None
+        value = value.get("messages")
+    if value is None:
+        return [], tools
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}], tools
+    if isinstance(value, list):
+        return [normalize_message(m) for m in value], tools
+    return [{"role": "user", "content": dumps(value)}], tools
+
+
+def normalize_output(value: Any) -> dict[str, Any] | None:
+    """A step output (an assistant message, a string, or any JSON) as one assistant message.
+    A tool result keeps role "tool": it is context, never a target."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {"role": "assistant", "content": value}
+    if isinstance(value, dict) and (value.get("role") in ("assistant", "tool") or "tool_calls" in value):
+        message = normalize_message({**value, "role": value.get("role") or "assistant"})
+        if message["role"] == "assistant" and not isinstance(message.get("content"), str | type(None) | list):
+            message["content"] = dumps(message["content"])
+        return message
+    if isinstance(value, dict) and set(value) == {"content"} and isinstance(value["content"], str):
+        return {"role": "assistant", "content": value["content"]}
+    return {"role": "assistant", "content": dumps(value)}
+
+
+def message_text(message: dict[str, Any] | None) -> str:
+    """The text of an assistant message: its content, or its tool calls written out."""
+    if not message:
+        return ""
+    content = message.get("content")
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    if message.get("tool_calls"):
+        calls = [f"{c['function']['name']}({c['function']['arguments']})" for c in message["tool_calls"]]
+        return (content + "\n" if content else "") + "\n".join(calls)
+    return content or ""
+
+
+def is_tool_result(message: dict[str, Any] | None) -> bool:
+    return bool(message) and message.get("role") == "tool"

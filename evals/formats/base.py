@@ -1,0 +1,81 @@
+"""What every format module provides, and the image helpers they share."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from evals.cases import Case
+
+# A format turns one case into records (one line each), or gives the reason it has none.
+RecordsFn = Callable[[Case, "ExportContext"], "list[dict[str, Any]] | str"]
+
+IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extension: str  # of the data file, e.g. "jsonl"
+    container: str  # "jsonl" | "parquet" | "csv"
+    records: RecordsFn
+    min_records: int = 1
+    description: str = ""
+
+
+@dataclass
+class ExportContext:
+    """Per-export state formats may need: where attachments live and where image files go."""
+
+    media_root: Path = field(default_factory=lambda: Path(settings.MEDIA_ROOT))
+    out_dir: Path | None = None  # when set, images are copied to out_dir/images/<sha256>.<ext>
+    images_written: set[str] = field(default_factory=set)
+
+    def image_data_uri(self, attachment: dict[str, Any]) -> str | None:
+        path = self.media_root / attachment["path"]
+        if not path.is_file():
+            return None
+        kind = IMAGE_TYPES.get(attachment.get("content_type", ""), "png")
+        return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+    def image_file(self, attachment: dict[str, Any]) -> str:
+        """A path relative to the data file (images/<sha256>.<ext>), copying the image there."""
+        kind = IMAGE_TYPES.get(attachment.get("content_type", ""), "png")
+        relative = f"images/{attachment['sha256']}.{kind}"
+        if self.out_dir is not None and relative not in self.images_written:
+            source = self.media_root / attachment["path"]
+            if source.is_file():
+                target = self.out_dir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read_bytes())
+            self.images_written.add(relative)
+        return relative
+
+
+def review_metadata(case: Case) -> dict[str, Any]:
+    """What eval formats keep in their metadata field (fine-tuning formats use the manifest)."""
+    meta: dict[str, Any] = {
+        "rq_step_id": case.step_id,
+        "rq_item_id": case.item_id,
+        "agent": case.agent,
+        "queue": case.queue,
+        "kind": case.kind,
+        "verdict": case.verdict,
+        "auto": case.auto,
+        "reason": case.reason,
+        "reviewers": case.reviewers,
+        "labels": case.labels,
+        "tags": case.tags,
+        "split": case.split,
+        "decided_at": case.decided_at,
+    }
+    if case.version_id is not None:
+        meta["dataset_version"] = case.version_id
+    if case.confidence is not None:
+        meta["confidence"] = case.confidence
+    return meta

@@ -1,0 +1,149 @@
+"""OpenAI chat fine-tuning (`openai-sft`) and preference fine-tuning (`openai-dpo`): FORMATS.md §1–2.
+
+No extra keys are allowed in these records: review metadata goes to the manifest. Tool-call
+arguments are JSON strings. Images (SFT only) are `image_url` data URLs in the last user message."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from evals.cases import CORRECTED, REJECTED, Case, dumps, is_tool_result
+from evals.formats.base import IMAGE_TYPES, ExportContext, Format
+
+ROLES = {"system", "user", "assistant", "tool", "function"}
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+MAX_IMAGES = 64
+
+
+class Unusable(Exception):
+    """The case cannot make a valid record in this format; the message is the skip reason."""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else dumps(content)
+
+
+def _assistant(message: dict[str, Any], *, weight: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant"}
+    text = _text(message.get("content"))
+    calls = message.get("tool_calls") or []
+    if text:
+        out["content"] = text
+    if calls:
+        out["tool_calls"] = calls
+    if not text and not calls:
+        raise Unusable("empty assistant message")
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def chat_messages(case: Case, *, weights: bool, images: bool, ctx: ExportContext) -> list[dict[str, Any]]:
+    """The context in OpenAI fine-tuning shape: allowed keys per role, no empty content."""
+    out: list[dict[str, Any]] = []
+    for message in case.messages:
+        role = message.get("role")
+        role = "system" if role == "developer" else role if role in ROLES else "user"
+        if role == "assistant":
+            out.append(_assistant(message, weight=0 if weights else None))
+            continue
+        content = message.get("content")
+        if role == "user" and isinstance(content, list):
+            parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
+            content = parts if images and any(p["type"] == "image_url" for p in parts) else _text(parts)
+        else:
+            content = _text(content)
+        if not content:
+            raise Unusable(f"empty {role} message in the context")
+        entry: dict[str, Any] = {"role": role, "content": content}
+        if role == "tool":
+            entry["tool_call_id"] = message.get("tool_call_id") or ""
+        elif message.get("name") and role != "function":
+            entry["name"] = message["name"]
+        out.append(entry)
+    if images and case.attachments:
+        _attach_images(out, case, ctx)
+    return out
+
+
+def _attach_images(messages: list[dict[str, Any]], case: Case, ctx: ExportContext) -> None:
+    users = [m for m in messages if m["role"] == "user"]
+    if not users:
+        raise Unusable("images need a user message to go in")
+    target = users[-1]
+    parts = target["content"] if isinstance(target["content"], list) else [{"type": "text", "text": target["content"]}]
+    for attachment in case.attachments[:MAX_IMAGES]:
+        if attachment.get("content_type") not in IMAGE_TYPES:
+            continue
+        uri = ctx.image_data_uri(attachment)
+        if uri:
+            parts.append({"type": "image_url", "image_url": {"url": uri}})
+    target["content"] = parts
+
+
+def declared_tools(case: Case, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The step's tools, plus a minimal declaration for any called function it did not declare."""
+    tools = [t for t in (case.tools or []) if isinstance(t, dict) and t.get("type") == "function"]
+    declared = {t.get("function", {}).get("name") for t in tools}
+    for message in messages:
+        for call in message.get("tool_calls") or []:
+            name = call["function"]["name"]
+            if not TOOL_NAME.match(name):
+                raise Unusable(f"tool name {name!r} is not allowed by OpenAI")
+            if name not in declared:
+                declared.add(name)
+                tools.append(
+                    {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+                )
+    return tools or None
+
+
+def sft_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
+    if case.expected is None:
+        return "rejected without correction" if case.verdict == REJECTED else "no expected output"
+    if is_tool_result(case.expected):
+        return "tool result (context only)"
+    try:
+        messages = chat_messages(case, weights=True, images=True, ctx=ctx)
+        messages.append(_assistant(case.expected, weight=1))
+        tools = declared_tools(case, messages)
+    except Unusable as problem:
+        return str(problem)
+    record: dict[str, Any] = {"messages": messages}
+    if tools:
+        record["tools"] = tools
+        record["parallel_tool_calls"] = False
+    return [record]
+
+
+def dpo_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
+    if case.verdict != CORRECTED or case.expected is None or case.rejected is None:
+        return "not a correction (no preference pair)"
+    if is_tool_result(case.expected) or is_tool_result(case.rejected):
+        return "tool result (context only)"
+    try:
+        messages = chat_messages(case, weights=False, images=False, ctx=ctx)
+        preferred, non_preferred = _assistant(case.expected), _assistant(case.rejected)
+        tools = declared_tools(case, [*messages, preferred, non_preferred])
+    except Unusable as problem:
+        return str(problem)
+    if not messages or messages[-1]["role"] not in ("user", "tool"):
+        return "context does not end with a user or tool message"
+    if preferred == non_preferred:
+        return "correction equals the original"
+    inputs: dict[str, Any] = {"messages": messages}
+    if tools:
+        inputs["tools"] = tools
+        inputs["parallel_tool_calls"] = False
+    return [{"input": inputs, "preferred_output": [preferred], "non_preferred_output": [non_preferred]}]
+
+
+FORMATS = [
+    Format("openai-sft", "jsonl", "jsonl", sft_records, min_records=10, description="OpenAI chat fine-tuning"),
+    Format("openai-dpo", "jsonl", "jsonl", dpo_records, min_records=10, description="OpenAI preference fine-tuning"),
+]

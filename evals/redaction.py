@@ -1,0 +1,178 @@
+"""PII redaction at export time: emails, phone numbers, card numbers and API-key-like tokens,
+plus a dataset's own patterns. The manifest gets counts per kind, never the values.
+
+Fast path: the built-in patterns only match ASCII characters that JSON never escapes, so one
+search over a step's raw JSON text tells whether any string in it can hold PII; only those
+steps are walked string by string. A dataset with its own patterns always walks."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from evals.cases import Case
+
+
+def _luhn_ok(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for index, char in enumerate(digits):
+        n = int(char)
+        if index % 2 == parity:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
+
+
+def _card(match: re.Match[str]) -> bool:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return 13 <= len(digits) <= 19 and _luhn_ok(digits)
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _phone(match: re.Match[str]) -> bool:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    if _DATE.match(text) or not 9 <= digits <= 15:
+        return False
+    # A bare run of digits is a phone number only with a + prefix or when it is 10+ digits long.
+    return text.startswith("+") or any(c in text for c in " ().-") or digits >= 10
+
+
+# (kind, pattern, validator): all ASCII, so they also match raw JSON text (see module docstring).
+BUILTIN: list[tuple[str, str, Callable[[re.Match[str]], bool] | None]] = [
+    ("email", r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", None),
+    (
+        "api_key",
+        r"(?<![A-Za-z0-9])(?:(?:sk|pk|rk|rq)[-_][A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}"
+        r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35})"
+        r"|(?<=Bearer )[A-Za-z0-9._~+/-]{20,}=*",
+        None,
+    ),
+    ("card", r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])", _card),
+    ("phone", r"(?<![\w.+-])\+?[0-9][0-9 ().-]{6,20}[0-9](?![\w-])", _phone),
+]
+# Byte tables for the pre-check: a phone or card number is 9+ digits once separators are
+# dropped; every api_key match but xox tokens (and Bearer ones) is a run of 19+ token characters.
+_DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
+_TOKEN_CHARS = (string.ascii_letters + string.digits + "_-").encode()
+_TOKENS = bytes.maketrans(_TOKEN_CHARS, b"a" * len(_TOKEN_CHARS))
+_DIGIT_RUN = re.compile(r"\+?[0-9](?:[ ().-]{0,3}[0-9]){8,}")
+PLACEHOLDER = {"email": "[EMAIL]", "api_key": "[API_KEY]", "card": "[CARD]", "phone": "[PHONE]"}
+
+
+class RedactionError(ValueError):
+    pass
+
+
+def validate_patterns(patterns: Any) -> list[dict[str, str]]:
+    """A dataset's extra patterns: [{"name": "customer_id", "pattern": "CUST-[0-9]{6}"}]."""
+    if patterns in (None, ""):
+        return []
+    if not isinstance(patterns, list):
+        raise RedactionError("redaction_patterns must be a list of {name, pattern}")
+    clean = []
+    for index, entry in enumerate(patterns):
+        if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str) or not entry.get("pattern"):
+            raise RedactionError(f"redaction_patterns[{index}] needs a non-empty 'pattern' string")
+        name = str(entry.get("name") or f"pattern_{index + 1}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+            raise RedactionError(f"redaction_patterns[{index}].name must be lowercase letters, digits and _")
+        try:
+            re.compile(entry["pattern"])
+        except re.error as exc:
+            raise RedactionError(f"redaction_patterns[{index}].pattern is not a valid regex: {exc}") from None
+        clean.append({"name": name, "pattern": entry["pattern"]})
+    return clean
+
+
+class Redactor:
+    def __init__(self, extra_patterns: list[dict[str, str]] | None = None) -> None:
+        rules = [(kind, re.compile(p), check, PLACEHOLDER[kind]) for kind, p, check in BUILTIN]
+        for entry in validate_patterns(extra_patterns):
+            rules.append((entry["name"], re.compile(entry["pattern"]), None, f"[{entry['name'].upper()}]"))
+        self.rules = rules
+        self.always_walk = bool(extra_patterns)
+        self._by_kind = {kind: (pattern, check) for kind, pattern, check, _ in rules[: len(BUILTIN)]}
+
+    def may_contain(self, *raw_texts: Any) -> bool:
+        """Cheap pre-check on raw JSON texts (other values are serialised); False means no
+        string in them can be redacted."""
+        if self.always_walk:
+            return True
+        texts = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in raw_texts if t]
+        return self._hit("\n".join(texts))
+
+    def _hit(self, text: str) -> bool:
+        """Whether any built-in pattern (validators included) matches. Byte-level triggers (an
+        @, 9 digits in a row once separators are dropped, a long token) decide cheaply whether
+        the regexes need to run at all; they run near the trigger, not over every text."""
+        raw = text.encode()
+        if b"@" in raw:
+            email, _ = self._by_kind["email"]
+            at = text.find("@")
+            while at != -1:
+                if email.search(text, max(0, at - 64), at + 256):
+                    return True
+                at = text.find("@", at + 1)
+        long_token = b"a" * 19 in raw.translate(_TOKENS) or b"xox" in raw or b"Bearer " in raw
+        if long_token and self._by_kind["api_key"][0].search(text):
+            return True
+        if b"0" * 9 in raw.translate(_DIGITS, b" ().-+"):
+            for run in _DIGIT_RUN.finditer(text):
+                for kind in ("card", "phone"):
+                    pattern, check = self._by_kind[kind]
+                    for match in pattern.finditer(text, max(0, run.start() - 1), min(len(text), run.end() + 1)):
+                        if check is None or check(match):
+                            return True
+        return False
+
+    def redact_text(self, text: str, counts: Counter[str]) -> str:
+        for kind, pattern, check, placeholder in self.rules:
+
+            def replace(
+                match: re.Match[str], kind: str = kind, check: Any = check, placeholder: str = placeholder
+            ) -> str:
+                if check is not None and not check(match):
+                    return match.group(0)
+                counts[kind] += 1
+                return placeholder
+
+            text = pattern.sub(replace, text)
+        return text
+
+    def redact_value(self, value: Any, counts: Counter[str], key: str = "") -> Any:
+        if isinstance(value, str):
+            if key == "arguments":  # a JSON-encoded tool-call argument object: redact inside, re-encode
+                try:
+                    decoded = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    return self.redact_text(value, counts)
+                before = sum(counts.values())
+                redacted = self.redact_value(decoded, counts)
+                return orjson.dumps(redacted).decode() if sum(counts.values()) != before else value
+            return self.redact_text(value, counts)
+        if isinstance(value, list):
+            return [self.redact_value(v, counts) for v in value]
+        if isinstance(value, dict):
+            return {k: self.redact_value(v, counts, k) for k, v in value.items()}
+        return value
+
+    def redact_case(self, case: Case) -> None:
+        """Redact a case in place; its `redactions` get the counts per kind."""
+        counts: Counter[str] = Counter()
+        case.messages = self.redact_value(case.messages, counts)
+        case.expected = self.redact_value(case.expected, counts)
+        case.rejected = self.redact_value(case.rejected, counts)
+        case.reason = self.redact_value(case.reason, counts)
+        case.labels = self.redact_value(case.labels, counts)
+        if counts:
+            case.redactions = dict(counts)

@@ -1,0 +1,411 @@
+"""Reads for datasets: which steps a filter chooses, and the cases they make, streamed.
+
+Both sources (live steps, a frozen version) read with `iterator()` (a server-side cursor on
+PostgreSQL) in chunks, enrich each chunk with one query for reviews and one for attachments,
+and yield `Case`s one at a time: nothing holds all rows in memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import orjson
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast, Coalesce
+from django.utils.dateparse import parse_date, parse_datetime
+
+from evals.cases import (
+    AUTO_APPROVED,
+    CORRECTED,
+    REJECTED,
+    Case,
+    normalize_input,
+    normalize_output,
+    split_for,
+)
+from evals.models import DatasetVersion, EvalCase
+from evals.redaction import Redactor
+from reviewqueue.core.models import Agent, Attachment, Step, StepKind, StepStatus
+from reviewqueue.review.models import DecisionMethod, Queue, Review, ReviewItem
+
+User = get_user_model()
+CHUNK = 2000
+HUMAN_VERDICTS = (StepStatus.APPROVED, StepStatus.CORRECTED, StepStatus.REJECTED)
+VERDICT_CHOICES = (*HUMAN_VERDICTS, AUTO_APPROVED)
+FILTER_KEYS = ("agents", "queues", "kinds", "verdicts", "labels", "tags", "since", "until", "include_auto_approved")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]{0,59}$")
+
+
+class FilterError(ValueError):
+    """A bad filter. `errors` maps the filter key to its problems."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+
+
+def _date(value: Any, *, end: bool) -> dt.datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        if parsed is None and parse_date(value) is not None:
+            day = parse_date(value)
+            parsed = dt.datetime.combine(day, dt.time.max if end else dt.time.min)
+        if parsed is not None:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    raise ValueError
+
+
+def clean_filters(data: Any) -> dict[str, Any]:
+    """Validate a filter (see Dataset.filters); returns a normalised copy or raises FilterError."""
+    if data in (None, ""):
+        return {}
+    if not isinstance(data, dict):
+        raise FilterError({"filters": ["must be an object"]})
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(data) - set(FILTER_KEYS))
+    if unknown:
+        errors["filters"] = [f"unknown keys {unknown}; allowed: {', '.join(FILTER_KEYS)}"]
+    clean: dict[str, Any] = {}
+    for key in ("agents", "queues", "kinds", "verdicts", "tags"):
+        value = data.get(key)
+        if value in (None, [], ""):
+            continue
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            errors[key] = ["must be a list of non-empty strings"]
+            continue
+        clean[key] = sorted(set(value))
+    if "kinds" in clean and set(clean["kinds"]) - set(StepKind.values):
+        errors["kinds"] = [f"unknown kinds; choose from {', '.join(StepKind.values)}"]
+    if "verdicts" in clean and set(clean["verdicts"]) - set(VERDICT_CHOICES):
+        errors["verdicts"] = [f"unknown verdicts; choose from {', '.join(VERDICT_CHOICES)}"]
+    labels = data.get("labels")
+    if labels not in (None, {}):
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and LABEL_NAME.match(k) for k in labels):
+            errors["labels"] = ["must map rubric label names (letters, digits, _ - space) to values"]
+        elif any("__" in k for k in labels):
+            errors["labels"] = ["label names may not contain '__'"]
+        else:
+            clean["labels"] = labels
+    for key in ("since", "until"):
+        try:
+            value = _date(data.get(key), end=key == "until")
+        except (ValueError, TypeError):
+            errors[key] = ["must be an ISO date (2026-11-25) or date-time"]
+            continue
+        if value is not None:
+            clean[key] = value.isoformat()
+    include = data.get("include_auto_approved", False)
+    if not isinstance(include, bool):
+        errors["include_auto_approved"] = ["must be true or false"]
+    elif include:
+        clean["include_auto_approved"] = True
+    if errors:
+        raise FilterError(errors)
+    return clean
+
+
+def decided_steps(*, filters: dict[str, Any]) -> QuerySet[Step]:
+    """Steps a (clean) filter chooses, by id. Human-decided only unless include_auto_approved,
+    which adds auto-approved steps and SLA-timeout decisions."""
+    human = Q(status__in=HUMAN_VERDICTS, decision__isnull=False) & ~Q(decision__method=DecisionMethod.TIMEOUT)
+    chosen = human
+    if filters.get("include_auto_approved"):
+        chosen = (
+            human
+            | Q(status=StepStatus.AUTO_APPROVED)
+            | Q(
+                status__in=HUMAN_VERDICTS,
+                decision__method=DecisionMethod.TIMEOUT,
+            )
+        )
+    qs = Step.objects.filter(chosen)
+    if filters.get("agents"):
+        qs = qs.filter(agent__name__in=filters["agents"])
+    if filters.get("queues"):
+        qs = qs.filter(decision__item__queue__slug__in=filters["queues"])
+    if filters.get("kinds"):
+        qs = qs.filter(kind__in=filters["kinds"])
+    if filters.get("verdicts"):
+        qs = qs.filter(status__in=filters["verdicts"])
+    if filters.get("since"):
+        since = filters["since"]
+        qs = qs.filter(Q(decision__decided_at__gte=since) | Q(decision__isnull=True, created_at__gte=since))
+    if filters.get("until"):
+        until = filters["until"]
+        qs = qs.filter(Q(decision__decided_at__lte=until) | Q(decision__isnull=True, created_at__lte=until))
+    for name, value in (filters.get("labels") or {}).items():
+        qs = qs.filter(
+            Exists(Review.objects.filter(item_id=OuterRef("decision__item_id"), **{f"labels__{name}": value}))
+        )
+    for tag in filters.get("tags") or []:
+        if connection.features.supports_json_field_contains:
+            qs = qs.filter(metadata__tags__contains=[tag])
+        else:  # SQLite: match the quoted tag inside the JSON text of the list
+            qs = qs.filter(metadata__tags__contains=orjson.dumps(tag).decode())
+    return qs.order_by("id")
+
+
+STEP_FIELDS = (
+    "id",
+    "agent_id",
+    "kind",
+    "name",
+    "input_text",
+    "output_text",
+    "status",
+    "decision_output_text",
+    "decision__reason",
+    "decision__method",
+    "decision__item_id",
+    "decision__reviewer_id",
+    "decided",
+    "confidence",
+    "metadata_text",
+)
+
+
+def _stream(qs: QuerySet) -> Iterator[tuple[Any, ...]]:
+    """The rows of a values_list query, streamed. On PostgreSQL through a psycopg server-side
+    cursor directly (Django's per-value converters cost as much as the fetch itself); elsewhere
+    through Django's iterator()."""
+    if connection.vendor != "postgresql":
+        yield from qs.iterator(chunk_size=CHUNK)
+        return
+    sql, params = qs.query.sql_with_params()
+    connection.ensure_connection()
+    raw = connection.connection
+    with transaction.atomic(), raw.cursor(name=f"rq_export_{id(qs):x}") as cursor:
+        cursor.itersize = CHUNK
+        cursor.execute(sql, params)
+        yield from cursor
+
+
+def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+class _Names(dict):
+    """id -> name for a small table (agents, queues, users), filled on first use of each id."""
+
+    def __init__(self, model: Any, field: str) -> None:
+        super().__init__()
+        self.model, self.field = model, field
+
+    def __missing__(self, key: int | None) -> str:
+        if key is None:
+            return ""
+        value = self.model.objects.filter(pk=key).values_list(self.field, flat=True).first() or ""
+        self[key] = value
+        return value
+
+
+def _attachments(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+    """Attachments of the steps with ids first..last (a chunk: ranges are cheaper than IN lists)."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    rows = Attachment.objects.filter(step_id__gte=first, step_id__lte=last).order_by("id")
+    for step_id, path, content_type, sha256, width, height in rows.values_list(
+        "step_id", "image", "content_type", "sha256", "width", "height"
+    ):
+        found.setdefault(step_id, []).append(
+            {"path": path, "content_type": content_type, "sha256": sha256, "width": width, "height": height}
+        )
+    return found
+
+
+def _in_list(column: str, ids: list[int]) -> tuple[str, list[Any]]:
+    """`column IN (...)`; on PostgreSQL `= ANY(%s)` with one array parameter (psycopg parses a
+    query with 2,000 placeholders slowly)."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [ids]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def _items(item_ids: list[int], users: _Names) -> dict[int, tuple[int, list[str], dict[str, Any]]]:
+    """Per review item: its queue id, the reviewers in order and their rubric answers merged
+    (later reviews win). Plain SQL: building a 2,000-element IN lookup in the ORM costs more
+    than the query."""
+    if not item_ids:
+        return {}
+    items, reviews = ReviewItem._meta.db_table, Review._meta.db_table
+    with connection.cursor() as cursor:
+        where, params = _in_list("id", item_ids)
+        cursor.execute(f"SELECT id, queue_id FROM {items} WHERE {where}", params)
+        found = {item_id: (queue_id, [], {}) for item_id, queue_id in cursor.fetchall()}
+        where, params = _in_list("item_id", item_ids)
+        cursor.execute(
+            f"SELECT item_id, reviewer_id, CAST(labels AS text) FROM {reviews} WHERE {where} ORDER BY item_id, id",
+            params,
+        )
+        for item_id, reviewer_id, labels in cursor.fetchall():
+            _, reviewers, merged = found[item_id]
+            reviewers.append(users[reviewer_id])
+            if labels and labels != "{}":
+                value = orjson.loads(labels)
+                if isinstance(value, dict):
+                    merged.update(value)
+    return found
+
+
+def raw_content_hash(*parts: str | None) -> str:
+    """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
+    return hashlib.sha256("\x00".join(part or "" for part in parts).encode()).hexdigest()
+
+
+def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
+    """Cases for the steps a filter chooses, in step order, redacted if a redactor is given.
+
+    The main query joins only the decision (so PostgreSQL can stream it in step order without
+    a sort); queues, reviewers, labels and images come per chunk of 2,000 rows."""
+    qs = decided_steps(filters=filters).annotate(
+        input_text=Cast("input", TextField()),
+        output_text=Cast("output", TextField()),
+        decision_output_text=Cast("decision__output", TextField()),
+        metadata_text=Cast("metadata", TextField()),
+        decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
+    )
+    agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
+    rows = _stream(qs.values_list(*STEP_FIELDS))
+    for chunk in _chunks(rows, CHUNK):
+        first, last = chunk[0][0], chunk[-1][0]  # rows come in step id order
+        attachments = _attachments(first, last)
+        items = _items(sorted({row[10] for row in chunk if row[10] is not None}), users)
+        for row in chunk:
+            (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
+             item_id, reviewer_id, decided, confidence, metadata_text) = row  # fmt: skip
+            messages, tools = normalize_input(_loads(input_text))
+            original = normalize_output(_loads(output_text))
+            auto = status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT
+            if status == CORRECTED:
+                expected, rejected = normalize_output(_loads(decision_text)), original
+            elif status == REJECTED:
+                expected, rejected = None, original
+            else:
+                expected, rejected = original, None
+            queue_id, reviewers, labels = items.get(item_id, (None, [], {}))
+            if not reviewers and reviewer_id is not None:
+                reviewers = [users[reviewer_id]]
+            tags: list[str] = []
+            if metadata_text and '"tags"' in metadata_text:
+                value = orjson.loads(metadata_text).get("tags")
+                tags = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+            step_attachments = attachments.get(step_id, [])
+            case = Case(
+                step_id=step_id,
+                item_id=item_id,
+                agent=agents[agent_id],
+                queue=queues[queue_id],
+                kind=kind,
+                name=name,
+                verdict=status,
+                auto=auto,
+                reason=reason or "",
+                messages=messages,
+                tools=tools,
+                expected=expected,
+                rejected=rejected,
+                split=split_for(step_id, test_ratio),
+                labels=labels,
+                reviewers=list(reviewers),
+                tags=tags,
+                attachments=step_attachments,
+                confidence=confidence,
+                decided_at=decided.isoformat(),
+                content_hash=raw_content_hash(
+                    input_text,
+                    output_text if status != CORRECTED else decision_text,
+                    output_text if status in (CORRECTED, REJECTED) else None,
+                    status,
+                    kind,
+                    *(a["sha256"] for a in step_attachments),
+                ),
+            )
+            if redactor is not None and redactor.may_contain(input_text, output_text, decision_text, reason, labels):
+                redactor.redact_case(case)
+            yield case
+
+
+VERSION_FIELDS = (
+    "step_ref",
+    "item_ref",
+    "agent",
+    "queue",
+    "kind",
+    "name",
+    "verdict",
+    "auto",
+    "reason",
+    "messages_text",
+    "tools_text",
+    "expected_text",
+    "rejected_text",
+    "split",
+    "labels",
+    "reviewers",
+    "tags",
+    "attachments",
+    "confidence",
+    "decided_at",
+    "content_hash",
+)
+
+
+def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Redactor | None = None) -> Iterator[Case]:
+    """The frozen cases of a version, in order, redacted if a redactor is given."""
+    qs = EvalCase.objects.filter(version=version)
+    if split in ("train", "test"):
+        qs = qs.filter(split=split)
+    qs = qs.annotate(
+        messages_text=Cast("messages", TextField()),
+        tools_text=Cast("tools", TextField()),
+        expected_text=Cast("expected", TextField()),
+        rejected_text=Cast("rejected", TextField()),
+    ).order_by("position")
+    for row in qs.values_list(*VERSION_FIELDS).iterator(chunk_size=CHUNK):
+        (step_id, item_id, agent, queue, kind, name, verdict, auto, reason, messages_text, tools_text,
+         expected_text, rejected_text, split_, labels, reviewers, tags, attachments, confidence, decided_at,
+         digest) = row  # fmt: skip
+        case = Case(
+            step_id=step_id,
+            item_id=item_id,
+            agent=agent,
+            queue=queue,
+            kind=kind,
+            name=name,
+            verdict=verdict,
+            auto=auto,
+            reason=reason,
+            messages=_loads(messages_text) or [],
+            tools=_loads(tools_text),
+            expected=_loads(expected_text),
+            rejected=_loads(rejected_text),
+            split=split_,
+            labels=labels or {},
+            reviewers=reviewers or [],
+            tags=tags or [],
+            attachments=attachments or [],
+            confidence=confidence,
+            decided_at=decided_at.isoformat() if decided_at else None,
+            version_id=version.pk,
+            content_hash=digest,
+        )
+        if redactor is not None and redactor.may_contain(messages_text, expected_text, rejected_text, reason, labels):
+            redactor.redact_case(case)
+        yield case

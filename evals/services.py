@@ -1,0 +1,334 @@
+"""Writes for datasets: save a dataset, freeze a version, start and run an export.
+
+The CLI, the API, the UI and the django-q2 task all call these, so each exists once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from evals import selectors
+from evals.exporting import ExportResult, manifest_path_for, remove_stale_parts, write_export
+from evals.formats import ExportContext, get_format
+from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus
+from evals.redaction import RedactionError, Redactor, validate_patterns
+from reviewqueue.core import audit
+from reviewqueue.review.models import Decision
+
+logger = logging.getLogger(__name__)
+
+FREEZE_BATCH = 1000
+SPLITS = ("train", "test", "all")
+# A running export whose progress has not moved for this long is taken to be dead (worker killed).
+STALE_AFTER = timedelta(seconds=60)
+
+
+class DatasetError(ValueError):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+
+
+def export_root() -> Path:
+    return Path(getattr(settings, "EXPORT_ROOT", Path(settings.MEDIA_ROOT).parent / "exports"))
+
+
+def _clean_dataset_data(data: dict[str, Any], dataset: Dataset | None) -> dict[str, Any]:
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    if dataset is None or "name" in data:
+        name = data.get("name")
+        if not isinstance(name, str) or not name or len(name) > 100 or not all(c.isalnum() or c in "-_" for c in name):
+            errors["name"] = ["required: letters, digits, - and _ (at most 100)"]
+        elif Dataset.objects.filter(name=name).exclude(pk=getattr(dataset, "pk", None)).exists():
+            errors["name"] = [f"a dataset named {name!r} already exists"]
+        else:
+            clean["name"] = name
+    if "description" in data:
+        clean["description"] = str(data.get("description") or "")
+    if "filters" in data:
+        try:
+            clean["filters"] = selectors.clean_filters(data["filters"])
+        except selectors.FilterError as exc:
+            errors.update({f"filters.{k}" if k != "filters" else k: v for k, v in exc.errors.items()})
+    if "test_ratio" in data:
+        ratio = data["test_ratio"]
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio <= 1:
+            errors["test_ratio"] = ["must be a number between 0 and 1"]
+        else:
+            clean["test_ratio"] = float(ratio)
+    if "redact" in data:
+        if not isinstance(data["redact"], bool):
+            errors["redact"] = ["must be true or false"]
+        else:
+            clean["redact"] = data["redact"]
+    if "redaction_patterns" in data:
+        try:
+            clean["redaction_patterns"] = validate_patterns(data["redaction_patterns"])
+        except RedactionError as exc:
+            errors["redaction_patterns"] = [str(exc)]
+    if errors:
+        raise DatasetError(errors)
+    return clean
+
+
+def save_dataset(*, data: dict[str, Any], actor: Any = None, dataset: Dataset | None = None) -> Dataset:
+    """Create (dataset None) or update a dataset; DatasetError names the bad fields."""
+    if not isinstance(data, dict):
+        raise DatasetError({"body": ["must be a JSON object"]})
+    clean = _clean_dataset_data(data, dataset)
+    with transaction.atomic():
+        if dataset is None:
+            dataset = Dataset.objects.create(created_by=actor if getattr(actor, "pk", None) else None, **clean)
+            audit.record("dataset.created", dataset, actor=actor, after={"name": dataset.name, **clean})
+        else:
+            for key, value in clean.items():
+                setattr(dataset, key, value)
+            dataset.updated_at = timezone.now()
+            dataset.save()
+            audit.record("dataset.updated", dataset, actor=actor, after=clean)
+    return dataset
+
+
+def redactor_for(dataset: Dataset | None) -> Redactor | None:
+    if dataset is None:
+        return Redactor()
+    return Redactor(dataset.redaction_patterns) if dataset.redact else None
+
+
+def lock_exported_decisions(version: DatasetVersion, now: Any) -> int:
+    """Set Decision.exported_at on the version's steps: an exported decision can no longer be
+    amended (review.services.amend_review refuses it)."""
+    steps = EvalCase.objects.filter(version=version, step__isnull=False).values("step_id")
+    return Decision.objects.filter(step_id__in=steps, exported_at__isnull=True).update(exported_at=now)
+
+
+def freeze_version(*, dataset: Dataset, actor: Any = None) -> DatasetVersion:
+    """Snapshot the cases the dataset's filter chooses now into a new, immutable version:
+    content-hashed, exact duplicates removed and counted, counts per verdict, kind and split."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        number = (locked.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        version = DatasetVersion.objects.create(
+            dataset=locked,
+            number=number,
+            filters=locked.filters,
+            test_ratio=locked.test_ratio,
+            content_hash="",
+            created_by=actor if getattr(actor, "pk", None) else None,
+            created_at=now,
+        )
+        seen = 0
+        batch: list[EvalCase] = []
+        for case in selectors.step_cases(filters=locked.filters, test_ratio=locked.test_ratio):
+            seen += 1
+            batch.append(
+                EvalCase(
+                    version=version,
+                    position=seen,
+                    step_id=case.step_id,
+                    step_ref=case.step_id,
+                    item_ref=case.item_id,
+                    agent=case.agent,
+                    queue=case.queue,
+                    kind=case.kind,
+                    name=case.name,
+                    messages=case.messages,
+                    tools=case.tools,
+                    expected=case.expected,
+                    rejected=case.rejected,
+                    verdict=case.verdict,
+                    auto=case.auto,
+                    reason=case.reason,
+                    labels=case.labels,
+                    reviewers=case.reviewers,
+                    tags=case.tags,
+                    attachments=case.attachments,
+                    confidence=case.confidence,
+                    decided_at=case.decided_at,
+                    split=case.split,
+                    content_hash=case.content_hash,
+                )
+            )
+            if len(batch) >= FREEZE_BATCH:
+                EvalCase.objects.bulk_create(batch, ignore_conflicts=True)
+                batch = []
+        if batch:
+            EvalCase.objects.bulk_create(batch, ignore_conflicts=True)
+        cases = EvalCase.objects.filter(version=version)
+        digest = hashlib.sha256()
+        for value in cases.order_by("position").values_list("content_hash", flat=True).iterator(chunk_size=5000):
+            digest.update(value.encode())
+        version.content_hash = digest.hexdigest()
+        version.case_count = cases.count()
+        version.duplicates_removed = seen - version.case_count
+        version.counts = {
+            key: dict(cases.order_by().values_list(key).annotate(n=Count("*")).values_list(key, "n"))
+            for key in ("verdict", "kind", "split")
+        }
+        version.save()
+        lock_exported_decisions(version, now)
+        audit.record(
+            "dataset.frozen",
+            version,
+            actor=actor,
+            after={"dataset": locked.name, "number": number, "cases": version.case_count, "hash": version.content_hash},
+        )
+    return version
+
+
+def export_to_path(
+    *,
+    fmt_name: str,
+    out: Path,
+    version: DatasetVersion | None = None,
+    filters: dict[str, Any] | None = None,
+    split: str = "all",
+    redact: bool = True,
+    manifest: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ExportResult:
+    """Export a version, or the steps an ad-hoc filter chooses (default redaction, 10% test)."""
+    fmt = get_format(fmt_name)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+    if version is not None:
+        # The dataset's current redaction settings (they may change after the freeze).
+        redactor = redactor_for(Dataset.objects.get(pk=version.dataset_id)) if redact else None
+        cases = selectors.version_cases(version=version, split=split, redactor=redactor)
+        dedupe = False
+    else:
+        redactor = Redactor() if redact else None
+        cases = selectors.step_cases(filters=selectors.clean_filters(filters or {}), redactor=redactor)
+        dedupe = True
+    return write_export(
+        cases=cases,
+        fmt=fmt,
+        out=Path(out),
+        manifest=manifest,
+        split=split,
+        dedupe=dedupe,
+        ctx=ExportContext(out_dir=Path(out).parent),
+        progress=progress,
+    )
+
+
+def _file_present(export: Export) -> bool:
+    return bool(export.file) and (export_root() / export.file).is_file()
+
+
+def create_export(
+    *,
+    fmt_name: str,
+    version: DatasetVersion | None = None,
+    filters: dict[str, Any] | None = None,
+    split: str = "all",
+    actor: Any = None,
+    enqueue: bool = True,
+) -> tuple[Export, bool]:
+    """Queue an export (returns it and True), or return the finished export of the same version,
+    format and split whose file is still stored (and False): a version never changes, so its
+    file is served again rather than rebuilt."""
+    get_format(fmt_name)
+    if split not in SPLITS:
+        raise DatasetError({"split": [f"must be one of {', '.join(SPLITS)}"]})
+    clean = {} if version is not None else selectors.clean_filters(filters or {})
+    if version is not None:
+        for done in Export.objects.filter(version=version, format=fmt_name, split=split, status=ExportStatus.DONE):
+            if _file_present(done):
+                return done, False
+    export = Export.objects.create(
+        format=fmt_name,
+        version=version,
+        filters=clean,
+        split=split,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+    audit.record("export.created", export, actor=actor, after={"format": fmt_name, "split": split})
+    if enqueue:
+        from django_q.tasks import async_task
+
+        timeout = int(getattr(settings, "EXPORT_TASK_TIMEOUT", 3600))  # Q_CLUSTER's 120 s is too short for millions
+        transaction.on_commit(
+            lambda: async_task("evals.tasks.run_export", export.pk, task_name=f"export-{export.pk}", timeout=timeout)
+        )
+    return export, True
+
+
+def _claim_export(export_id: int) -> Export | None:
+    """Mark the export running for this attempt, unless it is done or another live worker has it."""
+    now = timezone.now()
+    with transaction.atomic():
+        export = Export.objects.select_for_update().filter(pk=export_id).first()
+        if export is None or export.status == ExportStatus.DONE:
+            return None
+        live = export.status == ExportStatus.RUNNING and export.started_at and now - export.started_at < STALE_AFTER
+        if live:
+            return None
+        export.status = ExportStatus.RUNNING
+        export.attempts += 1
+        export.started_at = now
+        export.rows_done = 0
+        export.error = ""
+        export.save(update_fields=["status", "attempts", "started_at", "rows_done", "error"])
+    return export
+
+
+def run_export(*, export_id: int) -> Export | None:
+    """Do one export: stream to a temporary file, rename, then mark it done. Any error marks it
+    failed and removes the partial files; a killed worker leaves it `running`, and the retry
+    (django-q2 re-delivers the task) starts again from scratch."""
+    export = _claim_export(export_id)
+    if export is None:
+        return None
+    fmt = get_format(export.format)
+    relative = Path(str(export.pk)) / f"export-{export.pk}-{export.format}.{fmt.extension}"
+    out = export_root() / relative
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(out.parent)
+    if export.version_id is not None:
+        export.rows_total = export.version.case_count
+    else:
+        export.rows_total = selectors.decided_steps(filters=export.filters).count()
+    Export.objects.filter(pk=export.pk).update(rows_total=export.rows_total)
+
+    def progress(cases_read: int, rows: int) -> None:
+        # Keeps started_at fresh too: it is the heartbeat that tells a live run from a dead one.
+        Export.objects.filter(pk=export.pk).update(rows_done=cases_read, rows=rows, started_at=timezone.now())
+
+    try:
+        result = export_to_path(
+            fmt_name=export.format,
+            out=out,
+            version=export.version,
+            filters=export.filters,
+            split=export.split,
+            progress=progress,
+        )
+    except Exception as exc:
+        logger.exception("export %s failed", export.pk)
+        Export.objects.filter(pk=export.pk).update(
+            status=ExportStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+        )
+        raise
+    export.status = ExportStatus.DONE
+    export.file = str(relative)
+    export.manifest = str(manifest_path_for(relative))
+    export.rows = result.rows
+    export.rows_done = result.cases_read
+    export.sha256 = result.sha256
+    export.size_bytes = result.size_bytes
+    export.summary = result.summary(fmt)
+    export.finished_at = timezone.now()
+    export.save()
+    return export

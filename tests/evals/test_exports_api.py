@@ -1,0 +1,213 @@
+"""The exports and datasets API, the django-q2 task (retries, all-or-nothing) and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_q.models import OrmQ
+from rest_framework.test import APIClient
+
+from evals import services, tasks
+from evals.formats import REGISTRY
+from evals.models import Export, ExportStatus
+from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _export_root(tmp_path, settings):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(username="boss", is_staff=True)
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def start_export(client, django_capture_on_commit_callbacks, body):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/api/v1/exports", body, format="json")
+    return response
+
+
+def test_export_is_queued_run_by_the_task_and_downloaded(corpus, staff, django_capture_on_commit_callbacks):
+    client = client_for(staff)
+    response = start_export(client, django_capture_on_commit_callbacks, {"format": "openai-sft", "filters": {}})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["download_url"] is None
+    assert OrmQ.objects.count() == 1  # really queued for the django-q2 worker
+    assert client.get(f"/api/v1/exports/{body['id']}/download").status_code == 409
+    tasks.run_export(body["id"])  # what the worker runs
+    detail = client.get(f"/api/v1/exports/{body['id']}").json()
+    assert detail["status"] == "done" and detail["progress"] == 1 and detail["rows"] == 15
+    assert detail["rows_total"] == 18 and detail["summary"]["duplicates_removed"] == 1
+    download = client.get(detail["download_url"])
+    assert download.status_code == 200 and download.streaming
+    data = b"".join(download.streaming_content)
+    assert len(data.splitlines()) == 15 and detail["sha256"]
+    manifest = b"".join(client.get(detail["manifest_url"]).streaming_content).decode().splitlines()
+    assert json.loads(manifest[-1])["summary"]["rows"] == 15
+
+
+def test_a_version_exported_twice_is_served_from_the_stored_file(corpus, staff, django_capture_on_commit_callbacks):
+    client = client_for(staff)
+    assert client.post("/api/v1/datasets", {"name": "support"}, format="json").status_code == 201
+    version = client.post("/api/v1/datasets/support/versions").json()
+    assert version["number"] == 1 and version["case_count"] == 17
+    first = start_export(client, django_capture_on_commit_callbacks, {"format": "jsonl", "version": version["id"]})
+    tasks.run_export(first.json()["id"])
+    second = start_export(client, django_capture_on_commit_callbacks, {"format": "jsonl", "dataset": "support"})
+    assert second.status_code == 202
+    assert second.json()["id"] == first.json()["id"] and second.json()["status"] == "done"
+    assert OrmQ.objects.count() == 1 and Export.objects.count() == 1
+    # another split is another file
+    third = start_export(
+        client, django_capture_on_commit_callbacks, {"format": "jsonl", "version": version["id"], "split": "test"}
+    )
+    assert third.json()["id"] != first.json()["id"]
+
+
+def test_a_failing_export_leaves_no_file_and_a_retry_completes(corpus, monkeypatch):
+    export, _ = services.create_export(fmt_name="jsonl", filters={}, enqueue=False)
+    fmt = REGISTRY["jsonl"]
+    calls = {"n": 0}
+
+    def exploding(case, ctx):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("disk on fire")
+        return fmt.records(case, ctx)
+
+    monkeypatch.setitem(REGISTRY, "jsonl", type(fmt)(**{**fmt.__dict__, "records": exploding}))
+    with pytest.raises(RuntimeError):
+        tasks.run_export(export.pk)
+    export.refresh_from_db()
+    assert export.status == ExportStatus.FAILED and "disk on fire" in export.error and not export.file
+    directory = services.export_root() / str(export.pk)
+    assert list(directory.iterdir()) == []  # neither a partial file nor a temporary one
+    monkeypatch.setitem(REGISTRY, "jsonl", fmt)
+    tasks.run_export(export.pk)  # django-q2's retry, or a re-run
+    export.refresh_from_db()
+    assert export.status == ExportStatus.DONE and export.rows == 17 and export.attempts == 2
+    assert sorted(p.name for p in directory.iterdir()) == [
+        f"export-{export.pk}-jsonl.jsonl",
+        f"export-{export.pk}-jsonl.manifest.jsonl",
+        "images",  # the screenshot, referenced by a relative path
+    ]
+
+
+def test_a_killed_worker_is_retried_from_scratch(corpus):
+    export, _ = services.create_export(fmt_name="openai-sft", filters={}, enqueue=False)
+    directory = services.export_root() / str(export.pk)
+    directory.mkdir(parents=True)
+    leftover = directory / f".export-{export.pk}-openai-sft.jsonl.part-123-abcd"
+    leftover.write_text('{"messages": [')  # what a SIGKILLed attempt leaves
+    Export.objects.filter(pk=export.pk).update(
+        status=ExportStatus.RUNNING, attempts=1, started_at=timezone.now() - timedelta(minutes=5)
+    )
+    tasks.run_export(export.pk)
+    export.refresh_from_db()
+    assert export.status == ExportStatus.DONE and export.attempts == 2 and not leftover.exists()
+
+
+def test_a_live_running_export_is_not_run_twice(corpus):
+    export, _ = services.create_export(fmt_name="jsonl", filters={}, enqueue=False)
+    Export.objects.filter(pk=export.pk).update(status=ExportStatus.RUNNING, started_at=timezone.now())
+    assert tasks.run_export(export.pk) is None
+    assert Export.objects.get(pk=export.pk).status == ExportStatus.RUNNING
+
+
+def test_bad_export_requests_are_400_naming_the_field(staff):
+    client = client_for(staff)
+    response = client.post("/api/v1/exports", {"format": "excel"}, format="json")
+    assert response.status_code == 400 and response.json()["detail"].startswith("format:")
+    response = client.post("/api/v1/exports", {"format": "jsonl", "filters": {"kinds": ["dance"]}}, format="json")
+    assert response.status_code == 400 and "filters.kinds" in response.json()["errors"]
+    response = client.post("/api/v1/exports", {"format": "jsonl", "version": 999}, format="json")
+    assert response.status_code == 400 and "version" in response.json()["errors"]
+    response = client.post("/api/v1/exports", {"format": "jsonl", "split": "dev"}, format="json")
+    assert response.status_code == 400 and "split" in response.json()["errors"]
+    response = client.post("/api/v1/datasets", {"name": "x", "test_ratio": -1}, format="json")
+    assert response.status_code == 400 and "test_ratio" in response.json()["errors"]
+    assert Export.objects.count() == 0
+
+
+def test_exports_and_datasets_are_staff_only(db):
+    client = client_for(UserFactory(username="rev"))
+    assert client.post("/api/v1/exports", {"format": "jsonl"}, format="json").status_code == 403
+    assert client.get("/api/v1/datasets").status_code == 403
+    assert APIClient().get("/api/v1/exports/1").status_code in (401, 403)
+
+
+def test_dataset_api_crud(corpus, staff):
+    client = client_for(staff)
+    created = client.post(
+        "/api/v1/datasets",
+        {"name": "refunds", "filters": {"kinds": ["tool_call"]}, "test_ratio": 0.2},
+        format="json",
+    )
+    assert created.status_code == 201 and created.json()["filters"] == {"kinds": ["tool_call"]}
+    patched = client.patch("/api/v1/datasets/refunds", {"filters": {"verdicts": ["corrected"]}}, format="json")
+    assert patched.json()["filters"] == {"verdicts": ["corrected"]}
+    client.post("/api/v1/datasets/refunds/versions")
+    versions = client.get("/api/v1/datasets/refunds/versions").json()["results"]
+    assert versions[0]["case_count"] == 3 and versions[0]["counts"]["verdict"] == {"corrected": 3}
+    assert client.get("/api/v1/datasets/refunds/versions/1").json()["number"] == 1
+    assert client.get("/api/v1/datasets").json()["results"][0]["latest_version"]["number"] == 1
+    assert client.delete("/api/v1/datasets/refunds").status_code == 204
+
+
+def test_cli_exports_ad_hoc_and_datasets(corpus, tmp_path):
+    out = tmp_path / "sft.jsonl"
+    stdout = StringIO()
+    call_command("export_dataset", "--format", "openai-sft", "--out", str(out), "--queue", "support", stdout=stdout)
+    assert "wrote 15 openai-sft records" in stdout.getvalue()
+    assert len(out.read_text().splitlines()) == 15 and (tmp_path / "sft.manifest.jsonl").is_file()
+    services.save_dataset(data={"name": "support", "test_ratio": 0.5})
+    test_out = tmp_path / "test.jsonl"
+    err = StringIO()
+    call_command(
+        "export_dataset", "--format", "inspect", "--out", str(test_out), "--dataset", "support", "--split", "test",
+        stdout=StringIO(), stderr=err,
+    )  # fmt: skip
+    assert "froze support v1" in err.getvalue()
+    rows = [json.loads(line) for line in test_out.read_text().splitlines()]
+    assert rows and {r["metadata"]["split"] for r in rows} == {"test"}
+    assert all(r["metadata"]["dataset_version"] for r in rows)
+    auto = tmp_path / "auto.jsonl"
+    call_command(
+        "export_dataset", "--format", "jsonl", "--out", str(auto), "--include-auto-approved", stdout=StringIO()
+    )
+    records = [json.loads(line) for line in auto.read_text().splitlines()]
+    assert any(r["auto"] and r["verdict"] == "auto_approved" for r in records) and len(records) == 18
+    version_out = tmp_path / "v1.jsonl"
+    version_id = str(services.Dataset.objects.get(name="support").versions.get().pk)
+    call_command(
+        "export_dataset", "--format", "trl-sft", "--out", str(version_out), "--version", version_id, stdout=StringIO()
+    )
+    assert version_out.read_text().count("\n") == 15
+    with pytest.raises(CommandError, match="no dataset named"):
+        call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--dataset", "nope")
+    with pytest.raises(CommandError, match="bad filter"):
+        call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--since", "yesterday")
+
+
+def test_admin_lists_datasets_versions_and_exports(corpus, admin_client):
+    dataset = services.save_dataset(data={"name": "support"})
+    services.freeze_version(dataset=dataset)
+    services.create_export(fmt_name="jsonl", filters={}, enqueue=False)
+    for model in ("dataset", "datasetversion", "export"):
+        response = admin_client.get(f"/admin/evals/{model}/")
+        assert response.status_code == 200, model
+    assert admin_client.get("/admin/evals/export/add/").status_code == 403

@@ -1,0 +1,86 @@
+"""The Datasets page: filter builder with live count and preview, datasets, freezing, exports."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from evals import tasks
+from evals.models import Dataset, DatasetVersion, Export
+from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _export_root(settings, tmp_path):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+
+
+@pytest.fixture
+def staff_client(db) -> Client:
+    client = Client()
+    client.force_login(UserFactory(username="boss", is_staff=True))
+    return client
+
+
+def test_page_is_staff_only(db):
+    client = Client()
+    assert client.get("/datasets/").status_code == 302  # to the login page
+    client.force_login(UserFactory(username="rev"))
+    assert client.get("/datasets/").status_code == 403
+    assert client.get("/datasets/preview?kinds=llm").status_code == 403
+
+
+def test_live_count_and_preview_in_the_chosen_format(corpus, staff_client):
+    response = staff_client.get(
+        "/datasets/preview", {"verdicts": ["corrected"], "preview_format": "openai-dpo"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-count="steps">3<' in html
+    assert html.count('class="code record"') == 3 and "preferred_output" in html
+    assert "<html" not in html  # just the fragment
+
+
+def test_preview_escapes_agent_output_and_redacts(corpus, staff_client):
+    from reviewqueue.core.models import Step
+
+    Step.objects.filter(pk=corpus["answer-approved"].pk).update(output="<script>alert(1)</script>")
+    html = staff_client.get("/datasets/preview", {"preview_format": "jsonl"}).content.decode()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    pii = staff_client.get("/datasets/preview", {"verdicts": ["corrected"], "preview_format": "jsonl"})
+    assert "jane.doe@example.com" not in pii.content.decode() and "[EMAIL]" in pii.content.decode()
+
+
+def test_bad_filter_shows_errors_not_a_crash(corpus, staff_client):
+    html = staff_client.get("/datasets/preview", {"since": "not-a-date"}).content.decode()
+    assert 'role="alert"' in html and "since" in html
+
+
+def test_save_freeze_export_and_watch_progress(corpus, staff_client, django_capture_on_commit_callbacks):
+    response = staff_client.post("/datasets/", {"name": "refunds", "kinds": ["tool_call"], "test_ratio": "0.2"})
+    assert response.status_code == 302 and response["Location"] == "/datasets/refunds/"
+    assert Dataset.objects.get(name="refunds").filters == {"kinds": ["tool_call"]}
+    assert staff_client.post("/datasets/", {"name": "refunds"}).status_code == 400  # duplicate name, form shown again
+    fragment = staff_client.post("/datasets/refunds/freeze", HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="versions"' in fragment and 'data-count="cases">2<' in fragment
+    version = DatasetVersion.objects.get(dataset__name="refunds")
+    with django_capture_on_commit_callbacks(execute=True):
+        started = staff_client.post(
+            reverse("evals:export", args=["refunds", version.number]),
+            {"format": "trl-sft", "split": "all"},
+            HTTP_HX_REQUEST="true",
+        )
+    export = Export.objects.get()
+    assert "<progress" in started.content.decode() and 'hx-trigger="every 1s"' in started.content.decode()
+    polling = staff_client.get(f"/datasets/exports/{export.pk}/progress")
+    assert polling.status_code == 200 and "<progress" in polling.content.decode()
+    tasks.run_export(export.pk)
+    done = staff_client.get(f"/datasets/exports/{export.pk}/progress")
+    assert done.status_code == 286  # htmx stops polling
+    html = done.content.decode()
+    assert f"/api/v1/exports/{export.pk}/download" in html and "hx-trigger" not in html
+    assert staff_client.get(f"/api/v1/exports/{export.pk}/download").status_code == 200  # session auth
+    page = staff_client.get("/datasets/refunds/").content.decode()
+    assert "v1" in page and "trl-sft" in page and "Download" in page
+    assert staff_client.post(reverse("evals:export", args=["refunds", 1]), {"format": "xml"}).status_code == 400
