@@ -164,7 +164,10 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
         loop.close()
         http.close()
 
-    latencies = [(arrivals[s] - decided_at[s]) * 1000 for s in step_ids if s in arrivals and s in decided_at]
+    order = sorted(decided_at, key=decided_at.get)
+    latencies = [(arrivals[s] - decided_at[s]) * 1000 for s in order if s in arrivals]
+    tenth = max(1, len(latencies) // 10)
+    by_decile = [round(percentile(latencies[i : i + tenth], 95), 1) for i in range(0, len(latencies), tenth)]
     approved = sum(1 for status, body in results.values() if status == 200 and body.get("status") == "approved")
     early = sum(1 for s in step_ids if s in arrivals and s in decided_at and arrivals[s] < decided_at[s])
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
@@ -177,6 +180,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
         "answers_before_commit": early,
         "decisions_per_second": len(decided_at) / decide_seconds if decide_seconds else None,
         "latency_ms": {"p50": p50, "p95": p95, "p99": percentile(latencies, 99), "max": max(latencies, default=None)},
+        "p95_ms_by_tenth_of_the_decisions": by_decile,
         "server_idle": idle,
         "server_waiting": busy,
         "plain_decision_get": base,
