@@ -200,12 +200,7 @@ def enqueue_event(
 ) -> list[WebhookDelivery]:
     """Record the event for every enabled webhook of the step's agent subscribed to it, and
     start delivering after commit. Cheap when the agent has no webhooks (one query)."""
-    from reviewqueue.core.models import Step
-
-    agent_id = Step.objects.filter(pk=step_id).values_list("agent_id", flat=True).first()
-    if agent_id is None:
-        return []
-    hooks = [h for h in Webhook.objects.filter(agent_id=agent_id, enabled=True) if event_type in h.events]
+    hooks = [h for h in Webhook.objects.filter(agent__steps__id=step_id, enabled=True) if event_type in h.events]
     if not hooks:
         return []
     data = _step_data(step_id)

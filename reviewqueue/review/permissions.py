@@ -115,10 +115,12 @@ def item_in_queue_for_reviewer(user: Any, slug: str, item_id: Any) -> ReviewItem
         raise Http404("No such item.")
     member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
     try:
-        return (
+        item = (
             ReviewItem.objects.select_related("queue", "step")
             .defer("step__input")
             .get(pk=int(item_id), queue__slug=slug, queue__in=member_of)
         )
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
         raise Http404("No such item.") from None
+    note_membership_checked(item.queue, user)
+    return item

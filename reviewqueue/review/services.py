@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -406,13 +406,13 @@ def submit_review(
                 created_at=now,
             )
             item.reviews_count += 1
-            audit.record(
+            submitted = audit.audit_event(
                 "review.submitted",
                 review,
                 actor=user,
                 after={"item": item.pk, "verdict": verdict, "reviews_count": item.reviews_count},
             )
-            _after_review(item, review, user, now)
+            _after_review(item, review, user, now, submitted=submitted)
     except IntegrityError as exc:
         if "review_one_per_reviewer_per_item" in str(exc):
             raise Conflict(f"You have already reviewed item {item_id}.") from None
@@ -420,8 +420,20 @@ def submit_review(
     return review
 
 
-def _after_review(item: ReviewItem, review: Review, user: User, now: datetime) -> None:
+def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *, submitted: AuditEvent) -> None:
+    """Resolve, escalate or requeue the item after `review`. `submitted` is the review's own audit
+    event (unsaved): it is written with the decision's events, in one insert, when the item resolves."""
     queue = item.queue
+    complete = review.verdict != Verdict.ESCALATE and item.reviews_count >= queue.reviews_required
+    reviews = [review] if item.reviews_count == 1 else list(item.reviews.order_by("id")) if complete else []
+    agree = len({r.verdict for r in reviews}) == 1 and (
+        review.verdict != Verdict.CORRECT or len({_canonical(r.output) for r in reviews}) == 1
+    )
+    if complete and agree:
+        method = DecisionMethod.SINGLE if len(reviews) == 1 else DecisionMethod.AGREEMENT
+        _resolve_with(item, review, method=method, actor=user, now=now, reviews=reviews, preceding=[submitted])
+        return
+    audit.record_many([submitted])
     if review.verdict == Verdict.ESCALATE:
         _escalate(item, actor=user, now=now, reason=review.reason or "escalated by a reviewer")
         return
@@ -432,19 +444,8 @@ def _after_review(item: ReviewItem, review: Review, user: User, now: datetime) -
         item.lease_expires_at = None
         item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at", "reviews_count"])
         return
-    reviews = [review] if item.reviews_count == 1 else list(item.reviews.order_by("id"))
-    if len(reviews) == 1:
-        _resolve_with(item, review, method=DecisionMethod.SINGLE, actor=user, now=now)
-        return
-    verdicts = {r.verdict for r in reviews}
-    agree = len(verdicts) == 1 and (
-        review.verdict != Verdict.CORRECT or len({_canonical(r.output) for r in reviews}) == 1
-    )
-    if agree:
-        _resolve_with(item, review, method=DecisionMethod.AGREEMENT, actor=user, now=now, reviews=reviews)
-    else:
-        summary = ", ".join(f"{r.verdict}" for r in reviews)
-        _escalate(item, actor=user, now=now, reason=f"reviewers disagreed ({summary})")
+    summary = ", ".join(f"{r.verdict}" for r in reviews)
+    _escalate(item, actor=user, now=now, reason=f"reviewers disagreed ({summary})")
 
 
 STEP_STATUS_FOR = {
@@ -462,6 +463,7 @@ def _resolve_with(
     actor: User,
     now: datetime,
     reviews: list[Review] | None = None,
+    preceding: Sequence[AuditEvent] = (),
 ) -> Decision:
     reasons = [r.reason for r in (reviews or [review]) if r.reason]
     reason = "; ".join(dict.fromkeys(reasons))
@@ -474,6 +476,7 @@ def _resolve_with(
         method=method,
         actor=actor,
         now=now,
+        preceding=preceding,
     )
 
 
@@ -487,6 +490,7 @@ def _decide(
     method: str,
     actor: User | None,
     now: datetime,
+    preceding: Sequence[AuditEvent] = (),
 ) -> Decision:
     """Resolve the item and decide its step. `verdict` is approve | correct | reject."""
     step = item.step
@@ -517,6 +521,7 @@ def _decide(
         ).update(status=ItemStatus.RESOLVED, resolved_at=now, claimed_by=None, lease_expires_at=None)
     audit.record_many(
         [
+            *preceding,
             audit.audit_event(
                 "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
             ),
