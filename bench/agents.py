@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.client import HttpClient, Samples, percentile
+from bench.client import HttpClient, Samples, percentile, run_connections
 from bench.report import Figure
 
 WAIT_QUEUE = "bench-wait"
@@ -352,7 +352,6 @@ def _post_all(
 ) -> tuple[float, Samples]:
     lock = threading.Lock()
     pending = list(reversed(bodies))
-    samples = [Samples() for _ in range(connections)]
 
     def worker(mine: Samples) -> None:
         client = HttpClient(port, headers)
@@ -364,17 +363,7 @@ def _post_all(
             mine.add(client.request("POST", path, body), expected=(200, 201))
         client.close()
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    merged = Samples()
-    for s in samples:
-        merged.extend(s)
-    return wall, merged
+    return run_connections(connections, worker)
 
 
 def figure_otlp(port: int, *, traces: int, connections: int) -> list[Figure]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -117,3 +119,19 @@ class Samples:
             "queries_p50": percentile([float(q) for q in self.queries], 50),
             "errors": {str(k): v for k, v in self.errors.items()},
         }
+
+
+def run_connections(count: int, worker: Callable[[Samples], None]) -> tuple[float, Samples]:
+    """Run `worker` on `count` threads, each with its own Samples; the wall time and all samples."""
+    samples = [Samples() for _ in range(count)]
+    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    merged = Samples()
+    for s in samples:
+        merged.extend(s)
+    return wall, merged

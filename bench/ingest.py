@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.core.management import CommandError, call_command
 from django.db import transaction
 
-from bench.client import HttpClient, Samples
+from bench.client import HttpClient, Samples, run_connections
 from bench.report import Figure
 
 BATCH_SIZE = 500
@@ -195,7 +195,6 @@ def http_batch_ingest(port: int, api_key: str, batches: list[list[dict]], concur
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     lock = threading.Lock()
     pending = list(reversed(bodies))
-    samples = [Samples() for _ in range(concurrency)]
     answers: list[bytes] = []
 
     def worker(mine: Samples) -> None:
@@ -211,17 +210,7 @@ def http_batch_ingest(port: int, api_key: str, batches: list[list[dict]], concur
                 answers.append(response.body if response.status == 201 else b"")
         client.close()
 
-    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-
-    merged = Samples()
-    for s in samples:
-        merged.extend(s)
+    wall, merged = run_connections(concurrency, worker)
     statuses: Counter = Counter()
     created = 0
     for body in answers:
