@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -27,6 +28,8 @@ class WebhookAdminForm(admin.ModelAdmin.form):  # type: ignore[name-defined]
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
     form = WebhookAdminForm
+    # Django 6 makes https the default scheme for a URL typed without one; say so now.
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("agent", "url", "events", "enabled", "created_at")
     list_filter = ("enabled", "agent")
     search_fields = ("url", "agent__name")

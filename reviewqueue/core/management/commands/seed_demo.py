@@ -270,6 +270,6 @@ class Command(BaseCommand):
         sent = len(support_steps) + len(browser_steps)
         self.stdout.write(f"Demo data: {created} new steps ({sent} sent; replays are no-ops).")
         self.stdout.write(
-            f"Log in at http://127.0.0.1:8000/accounts/login/ as reviewer / {DEMO_PASSWORD} "
+            f"Log in at /accounts/login/ on the web server as reviewer / {DEMO_PASSWORD} "
             f"(or admin / {DEMO_PASSWORD} for the admin)."
         )
