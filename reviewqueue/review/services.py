@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from reviewqueue.core import audit
@@ -134,6 +134,100 @@ def _lock(qs: Any) -> Any:
     return qs.select_for_update(skip_locked=True, of=("self",))
 
 
+# The claim is raw SQL: one UPDATE … RETURNING in the common case (the next pending item nobody
+# is assigned), instead of three ORM queries compiled on every claim. Table names come from the
+# models (not input); 'pending' and 'claimed' are literals so that both planners (PostgreSQL and
+# SQLite) match the partial index `item_claim_order` (WHERE status = 'pending'); every value is a
+# parameter.
+_ITEMS = ReviewItem._meta.db_table
+_REVIEWS = Review._meta.db_table
+_ITEM_COLUMNS = ", ".join(field.column for field in ReviewItem._meta.concrete_fields)
+_CLAIM_SET = "status = 'claimed', claimed_by_id = %s, claimed_at = %s, lease_expires_at = %s"
+# The tiers after the live claim, in order (see `claim_next_item`): conditions on the candidate `c`.
+_TIER_ASSIGNED = (
+    "c.assigned_to_id = %s AND (c.status = 'pending' OR (c.status = 'claimed' AND c.lease_expires_at <= %s))"
+)
+_TIER_PENDING = "c.status = 'pending' AND c.assigned_to_id IS NULL"
+_TIER_EXPIRED = "c.status = 'claimed' AND c.lease_expires_at <= %s AND c.assigned_to_id IS NULL"
+# Whether the user may have a live claim or an assigned item in the queue, which come before the
+# pending tier: a superset of both, reading a few index entries (`claimed_by` is cleared whenever
+# an item leaves the claimed state).
+_MINE_IN_QUEUE = (
+    f"EXISTS (SELECT 1 FROM {_ITEMS} m WHERE m.queue_id = %s AND m.status IN ('pending', 'claimed')"
+    " AND (m.claimed_by_id = %s OR m.assigned_to_id = %s))"
+)
+# A pending item is never held: its state before a claim (invariant of every write that sets
+# status pending: ingest, release, requeue after a review, the lease sweeper).
+_PENDING_STATE = {"status": ItemStatus.PENDING.value, "claimed_by": None, "lease_expires_at": None}
+
+
+def _candidate_sql(
+    columns: str, tier: str, tier_params: list[Any], *, queue: Queue, user: User, exclude: Collection[int]
+) -> tuple[str, list[Any]]:
+    """SELECT `columns` of the first row `c` of `queue` in claim order (blocking first, then
+    priority, then oldest) that matches `tier`, that `user` has not reviewed and that is not in
+    `exclude`; locked with FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent claims neither wait
+    on each other nor take the same row (SQLite serialises writers)."""
+    sql = (
+        f"SELECT {columns} FROM {_ITEMS} c WHERE c.queue_id = %s AND {tier}"
+        f" AND NOT EXISTS (SELECT 1 FROM {_REVIEWS} r WHERE r.item_id = c.id AND r.reviewer_id = %s)"
+    )
+    params = [queue.pk, *tier_params, user.pk]
+    if exclude:
+        sql += f" AND c.id NOT IN ({', '.join(['%s'] * len(exclude))})"
+        params += [int(pk) for pk in exclude]
+    sql += " ORDER BY c.blocking DESC, c.priority DESC, c.id LIMIT 1"
+    if connection.features.has_select_for_update_skip_locked:
+        sql += " FOR UPDATE SKIP LOCKED"
+    return sql, params
+
+
+def _claim_returning(sql: str, params: list[Any]) -> ReviewItem | None:
+    """Run an UPDATE of one item row and return the row as a model instance (types converted)."""
+    return next(iter(ReviewItem.objects.raw(f"{sql} RETURNING {_ITEM_COLUMNS}", params)), None)
+
+
+def _claim_pending(
+    *, queue: Queue, user: User, exclude: Collection[int], now: datetime, until: datetime, first: bool
+) -> ReviewItem | None:
+    """The pending tier in one statement. With `first`, only when the user has neither a live
+    claim nor an assigned item in the queue (`_MINE_IN_QUEUE`): those tiers must be asked first."""
+    candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
+    sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
+    params = [user.pk, now, until, *params]
+    if first:
+        sql += f" AND NOT {_MINE_IN_QUEUE}"
+        params += [queue.pk, user.pk, user.pk]
+    return _claim_returning(sql, params)
+
+
+def _claim_tier(
+    tier: str,
+    tier_params: list[Any],
+    *,
+    queue: Queue,
+    user: User,
+    exclude: Collection[int],
+    now: datetime,
+    until: datetime,
+) -> tuple[ReviewItem | None, dict[str, Any] | None]:
+    """A tier whose rows may hold an expired lease: read the row's state (for the audit event)
+    while locking it, then claim it. Returns the item and its state before."""
+    candidate, params = _candidate_sql(
+        "c.id, c.status, c.claimed_by_id, c.lease_expires_at",
+        tier,
+        tier_params,
+        queue=queue,
+        user=user,
+        exclude=exclude,
+    )
+    old = next(iter(ReviewItem.objects.raw(candidate, params)), None)  # raw(): types converted
+    if old is None:
+        return None, None
+    item = _claim_returning(f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = %s", [user.pk, now, until, old.pk])
+    return item, _item_state(old)
+
+
 def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
     """Give `user` the next item of `queue` to review, or None when nothing is left for them.
 
@@ -143,39 +237,38 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     index `item_claim_order` and stops at the first claimable row, so its cost does not grow with
     the queue's depth; then items whose lease ran out before the sweeper got to them. Items the
     user has already reviewed and items assigned to someone else are never offered; nor are the
-    item ids in `exclude` (the ones the reviewer skipped in the UI)."""
+    item ids in `exclude` (the ones the reviewer skipped in the UI).
+
+    The common case (no live claim, nothing assigned to the user, a pending item left) is one
+    UPDATE … RETURNING and the audit event's insert, in one transaction."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
-    live = (
-        ReviewItem.objects.filter(queue=queue, status=ItemStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now)
-        .order_by("id")
-        .first()
-    )
-    if live is not None:
-        return live
-
-    not_reviewed = ~Exists(Review.objects.filter(item=OuterRef("pk"), reviewer=user))
-    expired = Q(status=ItemStatus.CLAIMED, lease_expires_at__lte=now)
-    in_queue = ReviewItem.objects.filter(queue=queue).filter(not_reviewed).order_by("-blocking", "-priority", "id")
-    if exclude:
-        in_queue = in_queue.exclude(pk__in=list(exclude))
+    until = now + timedelta(seconds=queue.lease_seconds)
+    tier = {"queue": queue, "user": user, "exclude": exclude, "now": now, "until": until}
     with transaction.atomic():
-        item = (
-            _lock(in_queue.filter(Q(status=ItemStatus.PENDING) | expired, assigned_to=user)).first()
-            or _lock(in_queue.filter(status=ItemStatus.PENDING, assigned_to__isnull=True)).first()
-            or _lock(in_queue.filter(expired, assigned_to__isnull=True)).first()
-        )
+        item, before = _claim_pending(**tier, first=True), _PENDING_STATE
         if item is None:
-            return None
-        before = _item_state(item)
-        item.status = ItemStatus.CLAIMED
-        item.claimed_by = user
-        item.claimed_at = now
-        item.lease_expires_at = now + timedelta(seconds=queue.lease_seconds)
-        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+            live = (
+                ReviewItem.objects.filter(
+                    queue=queue, status=ItemStatus.CLAIMED, claimed_by=user, lease_expires_at__gt=now
+                )
+                .order_by("id")
+                .first()
+            )
+            if live is not None:
+                live.queue = queue
+                return live
+            item, before = _claim_tier(_TIER_ASSIGNED, [user.pk, now], **tier)
+            if item is None:
+                item, before = _claim_pending(**tier, first=False), _PENDING_STATE
+            if item is None:
+                item, before = _claim_tier(_TIER_EXPIRED, [now], **tier)
+            if item is None:
+                return None
         audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
     item.queue = queue
+    item.claimed_by = user
     return item
 
 
