@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from reviewqueue.core import audit
@@ -113,6 +114,20 @@ def can_review(*, user: User, queue: Queue) -> bool:
     if getattr(queue, "_membership_checked_for", None) == user.pk:
         return True
     return Queue.objects.filter(pk=queue.pk).filter(Q(members=user) | Q(groups__user=user)).exists()
+
+
+def membership_sql(queue_id: str) -> str:
+    """SQL that is true when the user is a member of the queue whose id is the SQL expression
+    `queue_id` (a column, not input), directly or through a group: the rule of `can_review`, for
+    queries that check access in the statement that reads the object. Takes the user's id as two
+    parameters. Two EXISTS probes of the membership tables' indexes (cheap to plan, unlike joins)."""
+    members, groups = Queue.members.through._meta.db_table, Queue.groups.through._meta.db_table
+    user_groups = get_user_model().groups.through._meta.db_table
+    return (
+        f"(EXISTS (SELECT 1 FROM {members} qm WHERE qm.queue_id = {queue_id} AND qm.user_id = %s)"
+        f" OR EXISTS (SELECT 1 FROM {groups} qg JOIN {user_groups} ug ON ug.group_id = qg.group_id"
+        f" WHERE qg.queue_id = {queue_id} AND ug.user_id = %s))"
+    )
 
 
 def note_membership_checked(queue: Queue, user: User) -> Queue:
@@ -280,16 +295,25 @@ def _item_state(item: ReviewItem) -> dict[str, Any]:
     }
 
 
-def _lock_item(item_id: int) -> ReviewItem:
-    """The item, locked (waiting for the lock: these are operations on one known item)."""
+def _lock_item(item_id: int, *, reviewer: User | None = None) -> ReviewItem:
+    """The item, locked (waiting for the lock: these are operations on one known item).
+
+    With `reviewer`, the same query checks that they may act on the item as a reviewer (a member
+    of its queue, or staff): ItemNotFound otherwise, as for a missing item (no leak)."""
+    qs = ReviewItem.objects.select_for_update(of=("self",)).select_related("queue", "queue__escalation_queue", "step")
+    if reviewer is not None:
+        member = RawSQL(membership_sql(f"{_ITEMS}.queue_id"), [reviewer.pk, reviewer.pk], output_field=BooleanField())
+        qs = qs.annotate(reviewer_is_member=member)
     try:
-        return (
-            ReviewItem.objects.select_for_update(of=("self",))
-            .select_related("queue", "queue__escalation_queue", "step")
-            .get(pk=item_id)
-        )
+        item = qs.get(pk=item_id)
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
         raise ItemNotFound(f"No item {item_id}.") from None
+    if reviewer is not None:
+        if item.reviewer_is_member and reviewer.is_active:
+            note_membership_checked(item.queue, reviewer)
+        elif not getattr(reviewer, "is_staff", False):
+            raise ItemNotFound(f"No item {item_id}.")
+    return item
 
 
 def _lease_problem(item: ReviewItem, user: User, now: datetime) -> str | None:
@@ -470,11 +494,12 @@ def submit_review(
 ) -> Review:
     """Record `user`'s verdict on the item they hold, then resolve the item if it has the reviews it
     needs (or escalate it). LeaseLost (409) when they do not hold a live lease; ReviewError (400)
-    naming the field for bad input. All or nothing."""
+    naming the field for bad input; ItemNotFound (404) when the item does not exist or `user` is
+    neither a member of its queue nor staff (checked in the locking query). All or nothing."""
     now = timezone.now()
     try:
         with transaction.atomic():
-            item = _lock_item(item_id)
+            item = _lock_item(item_id, reviewer=user)
             problem = _lease_problem(item, user, now)
             if problem:
                 raise LeaseLost(problem)
