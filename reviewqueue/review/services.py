@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, Q
-from django.db.models.expressions import RawSQL
+from django.db.models import Q
 from django.utils import timezone
 
 from reviewqueue.core import audit
 from reviewqueue.core.models import AuditEvent, Step, StepStatus
-from reviewqueue.review import signals
+from reviewqueue.review import rows, signals
 from reviewqueue.review.models import (
     OPEN_ITEM_STATUSES,
     Decision,
@@ -295,22 +294,44 @@ def _item_state(item: ReviewItem) -> dict[str, Any]:
     }
 
 
+_LOCK_ITEM = rows.Columns(ReviewItem, "i")
+_LOCK_QUEUE = rows.Columns(Queue, "q")
+_LOCK_STEP = rows.Columns(Step, "s", skip=("input",))  # often a long conversation; loaded if read
+
+
 def _lock_item(item_id: int, *, reviewer: User | None = None) -> ReviewItem:
-    """The item, locked (waiting for the lock: these are operations on one known item).
+    """The item with its queue and step (the step's input loads on access), the item row locked
+    (waiting for the lock: these are operations on one known item). One hand-written query (see
+    `rows`): it runs on every verdict.
 
     With `reviewer`, the same query checks that they may act on the item as a reviewer (a member
     of its queue, or staff): ItemNotFound otherwise, as for a missing item (no leak)."""
-    qs = ReviewItem.objects.select_for_update(of=("self",)).select_related("queue", "queue__escalation_queue", "step")
-    if reviewer is not None:
-        member = RawSQL(membership_sql(f"{_ITEMS}.queue_id"), [reviewer.pk, reviewer.pk], output_field=BooleanField())
-        qs = qs.annotate(reviewer_is_member=member)
     try:
-        item = qs.get(pk=item_id)
-    except (ReviewItem.DoesNotExist, ValueError, TypeError):
+        params: list[Any] = [int(item_id)]
+    except (ValueError, TypeError):
         raise ItemNotFound(f"No item {item_id}.") from None
+    member = "NULL"
     if reviewer is not None:
-        if item.reviewer_is_member and reviewer.is_active:
-            note_membership_checked(item.queue, reviewer)
+        member, params = membership_sql("i.queue_id"), [reviewer.pk, reviewer.pk, *params]
+    sql = (
+        f"SELECT {_LOCK_ITEM.sql}, {_LOCK_QUEUE.sql}, {_LOCK_STEP.sql}, {member}"
+        f" FROM {_ITEMS} i JOIN {Queue._meta.db_table} q ON q.id = i.queue_id"
+        f" JOIN {Step._meta.db_table} s ON s.id = i.step_id WHERE i.id = %s"
+    )
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF i"
+    elif connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise ItemNotFound(f"No item {item_id}.")
+    (item, queue, step), (is_member,) = rows.load_row(row, _LOCK_ITEM, _LOCK_QUEUE, _LOCK_STEP)
+    item.queue, item.step = queue, step
+    if reviewer is not None:
+        if is_member and reviewer.is_active:
+            note_membership_checked(queue, reviewer)
         elif not getattr(reviewer, "is_staff", False):
             raise ItemNotFound(f"No item {item_id}.")
     return item
