@@ -22,9 +22,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reviewqueue.core import audit
+from reviewqueue.core import audit, rows
 from reviewqueue.core.models import AuditEvent, Step, StepStatus
-from reviewqueue.review import rows, signals
+from reviewqueue.review import signals
 from reviewqueue.review.models import (
     OPEN_ITEM_STATUSES,
     Decision,
@@ -533,7 +533,7 @@ def submit_review(
             if errors:
                 raise ReviewError(errors=errors)
             clean_labels = validate_labels(queue.rubric, labels)
-            review = Review.objects.create(
+            review = Review(
                 item=item,
                 reviewer=user,
                 verdict=verdict,
@@ -544,6 +544,7 @@ def submit_review(
                 seconds_spent=seconds_spent,
                 created_at=now,
             )
+            rows.insert([review])
             item.reviews_count += 1
             submitted = audit.audit_event(
                 "review.submitted",
@@ -581,7 +582,7 @@ def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *
         item.claimed_by = None
         item.claimed_at = None
         item.lease_expires_at = None
-        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at", "reviews_count"])
+        rows.update(item, ["status", "claimed_by", "claimed_at", "lease_expires_at", "reviews_count"])
         return
     summary = ", ".join(f"{r.verdict}" for r in reviews)
     _escalate(item, actor=user, now=now, reason=f"reviewers disagreed ({summary})")
@@ -635,7 +636,7 @@ def _decide(
     step = item.step
     status = STEP_STATUS_FOR[Verdict(verdict)]
     final_output = step.output if verdict == Verdict.APPROVE else (output if verdict == Verdict.CORRECT else None)
-    decision = Decision.objects.create(
+    decision = Decision(
         step=step,
         item=item,
         verdict=status,
@@ -645,14 +646,15 @@ def _decide(
         method=method,
         decided_at=now,
     )
-    Step.objects.filter(pk=step.pk).update(status=status, updated_at=now)
-    step.status = status
+    rows.insert([decision])
+    step.status, step.updated_at = status, now
+    rows.update(step, ["status", "updated_at"])
     before = _item_state(item)
     item.status = ItemStatus.RESOLVED
     item.resolved_at = now
     item.claimed_by = None
     item.lease_expires_at = None
-    item.save(update_fields=["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"])
+    rows.update(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"])
     if item.escalated_from_id is not None or method in (DecisionMethod.ADJUDICATED, DecisionMethod.TIMEOUT):
         # The step's other items (the escalated original, or its copy in the escalation queue) are moot.
         ReviewItem.objects.filter(step_id=step.pk, status__in=[*OPEN_ITEM_STATUSES, ItemStatus.ESCALATED]).exclude(
@@ -699,7 +701,7 @@ def _escalate(item: ReviewItem, *, actor: User | None, now: datetime, reason: st
     item.status = ItemStatus.ESCALATED
     item.claimed_by = None
     item.lease_expires_at = None
-    item.save(update_fields=["status", "claimed_by", "lease_expires_at", "reviews_count"])
+    rows.update(item, ["status", "claimed_by", "lease_expires_at", "reviews_count"])
     audit.record(
         "item.escalated",
         item,
@@ -734,7 +736,7 @@ def release_item(*, item_id: int, user: User) -> ReviewItem:
         item.claimed_by = None
         item.claimed_at = None
         item.lease_expires_at = None
-        item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
+        rows.update(item, ["status", "claimed_by", "claimed_at", "lease_expires_at"])
         audit.record("item.released", item, actor=user, before=before, after=_item_state(item))
     return item
 
@@ -748,7 +750,7 @@ def heartbeat(*, item_id: int, user: User) -> ReviewItem:
         if problem:
             raise LeaseLost(problem)
         item.lease_expires_at = now + timedelta(seconds=item.queue.lease_seconds)
-        item.save(update_fields=["lease_expires_at"])
+        rows.update(item, ["lease_expires_at"])
     return item
 
 
