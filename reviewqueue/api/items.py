@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 
 from reviewqueue.api.steps import step_queryset, step_representation
 from reviewqueue.review import permissions, services
-from reviewqueue.review.models import Decision, Review, ReviewItem
+from reviewqueue.review.models import OPEN_ITEM_STATUSES, Decision, Review, ReviewItem
 from reviewqueue.review.services import ReviewError
 
 
@@ -53,7 +53,13 @@ def item_json(item: ReviewItem, *, request: Request | None = None, include_step:
         "rubric": queue.rubric,
     }
     if include_step:
-        data["step"] = step_representation(step_queryset().get(pk=item.step_id), request=request)
+        steps = step_queryset()
+        if item.status in OPEN_ITEM_STATUSES:
+            # An open item's step is undecided (but for rare races, when its decision loads
+            # lazily): no join to the decision and its reviewer, on every claim.
+            steps = steps.select_related(None).select_related("trace")
+        step = steps.get(pk=item.step_id)
+        data["step"] = step_representation(step, request=request)
     return data
 
 

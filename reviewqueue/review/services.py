@@ -155,7 +155,8 @@ def _lock(qs: Any) -> Any:
 # parameter.
 _ITEMS = ReviewItem._meta.db_table
 _REVIEWS = Review._meta.db_table
-_ITEM_COLUMNS = ", ".join(field.column for field in ReviewItem._meta.concrete_fields)
+_CLAIMED = rows.Columns(ReviewItem, "")  # RETURNING list of the claimed row
+_CANDIDATE = rows.Columns(ReviewItem, "c")
 _CLAIM_SET = "status = 'claimed', claimed_by_id = %s, claimed_at = %s, lease_expires_at = %s"
 # The tiers after the live claim, in order (see `claim_next_item`): conditions on the candidate `c`.
 _TIER_ASSIGNED = (
@@ -196,16 +197,25 @@ def _candidate_sql(
     return sql, params
 
 
+def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewItem | None:
+    """Run `sql` (selecting or returning `columns` of one item row) and load the row, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return columns.load(row) if row is not None else None
+
+
 def _claim_returning(sql: str, params: list[Any]) -> ReviewItem | None:
     """Run an UPDATE of one item row and return the row as a model instance (types converted)."""
-    return next(iter(ReviewItem.objects.raw(f"{sql} RETURNING {_ITEM_COLUMNS}", params)), None)
+    return _fetch_item(f"{sql} RETURNING {_CLAIMED.sql}", params, _CLAIMED)
 
 
 def _claim_pending(
-    *, queue: Queue, user: User, exclude: Collection[int], now: datetime, until: datetime, first: bool
+    *, queue: Queue, user: User, exclude: Collection[int], now: Any, until: Any, first: bool
 ) -> ReviewItem | None:
-    """The pending tier in one statement. With `first`, only when the user has neither a live
-    claim nor an assigned item in the queue (`_MINE_IN_QUEUE`): those tiers must be asked first."""
+    """The pending tier in one statement (`now`, `until`: database-adapted times). With `first`,
+    only when the user has neither a live claim nor an assigned item in the queue
+    (`_MINE_IN_QUEUE`): those tiers must be asked first."""
     candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
     sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
     params = [user.pk, now, until, *params]
@@ -222,20 +232,13 @@ def _claim_tier(
     queue: Queue,
     user: User,
     exclude: Collection[int],
-    now: datetime,
-    until: datetime,
+    now: Any,
+    until: Any,
 ) -> tuple[ReviewItem | None, dict[str, Any] | None]:
     """A tier whose rows may hold an expired lease: read the row's state (for the audit event)
     while locking it, then claim it. Returns the item and its state before."""
-    candidate, params = _candidate_sql(
-        "c.id, c.status, c.claimed_by_id, c.lease_expires_at",
-        tier,
-        tier_params,
-        queue=queue,
-        user=user,
-        exclude=exclude,
-    )
-    old = next(iter(ReviewItem.objects.raw(candidate, params)), None)  # raw(): types converted
+    candidate, params = _candidate_sql(_CANDIDATE.sql, tier, tier_params, queue=queue, user=user, exclude=exclude)
+    old = _fetch_item(candidate, params, _CANDIDATE)
     if old is None:
         return None, None
     item = _claim_returning(f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = %s", [user.pk, now, until, old.pk])
@@ -259,7 +262,8 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
     until = now + timedelta(seconds=queue.lease_seconds)
-    tier = {"queue": queue, "user": user, "exclude": exclude, "now": now, "until": until}
+    adapt = connection.ops.adapt_datetimefield_value  # as the ORM stores them (SQLite: naive UTC text)
+    tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
     with transaction.atomic():
         item, before = _claim_pending(**tier, first=True), _PENDING_STATE
         if item is None:
@@ -273,11 +277,11 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
             if live is not None:
                 live.queue = queue
                 return live
-            item, before = _claim_tier(_TIER_ASSIGNED, [user.pk, now], **tier)
+            item, before = _claim_tier(_TIER_ASSIGNED, [user.pk, tier["now"]], **tier)
             if item is None:
                 item, before = _claim_pending(**tier, first=False), _PENDING_STATE
             if item is None:
-                item, before = _claim_tier(_TIER_EXPIRED, [now], **tier)
+                item, before = _claim_tier(_TIER_EXPIRED, [tier["now"]], **tier)
             if item is None:
                 return None
         audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
