@@ -245,6 +245,18 @@ def _claim_tier(
     return item, _item_state(old)
 
 
+def _commit_without_waiting_for_disk() -> None:
+    """PostgreSQL: this transaction's COMMIT does not wait for its WAL to reach the disk
+    (`SET LOCAL synchronous_commit = off`; ~1-4 ms saved per claim). A claim is a lease: should
+    the database crash within the WAL writer's delay (a fraction of a second), the claim and its
+    audit event are lost together and the item is simply pending again. Commits are never
+    reordered: any later durable commit (a review of the item, for one) flushes the claim first.
+    Only for a transaction the claim owns (not inside a caller's), so nothing else is affected."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+
+
 def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
     """Give `user` the next item of `queue` to review, or None when nothing is left for them.
 
@@ -257,14 +269,18 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     item ids in `exclude` (the ones the reviewer skipped in the UI).
 
     The common case (no live claim, nothing assigned to the user, a pending item left) is one
-    UPDATE … RETURNING and the audit event's insert, in one transaction."""
+    UPDATE … RETURNING and the audit event's insert, in one transaction, whose commit does not
+    wait for the disk when the claim owns it (`_commit_without_waiting_for_disk`)."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
     until = now + timedelta(seconds=queue.lease_seconds)
     adapt = connection.ops.adapt_datetimefield_value  # as the ORM stores them (SQLite: naive UTC text)
     tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
+        if outermost:
+            _commit_without_waiting_for_disk()
         item, before = _claim_pending(**tier, first=True), _PENDING_STATE
         if item is None:
             live = (
