@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
@@ -116,12 +117,13 @@ def item_in_queue_for_reviewer(user: Any, slug: str, item_id: Any) -> ReviewItem
     conversation) is loaded only if the caller reads it."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         raise Http404("No such item.")
-    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    member = RawSQL(membership_sql(f'"{ReviewItem._meta.db_table}"."queue_id"'), [user.pk, user.pk])
     try:
         item = (
             ReviewItem.objects.select_related("queue", "step")
             .defer("step__input")
-            .get(pk=int(item_id), queue__slug=slug, queue__in=member_of)
+            .filter(ExpressionWrapper(member, output_field=BooleanField()))
+            .get(pk=int(item_id), queue__slug=slug)
         )
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
         raise Http404("No such item.") from None
