@@ -279,8 +279,6 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if outermost:
-            _commit_without_waiting_for_disk()
         item, before = _claim_pending(**tier, first=True), _PENDING_STATE
         if item is None:
             live = (
@@ -300,6 +298,8 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
                 item, before = _claim_tier(_TIER_EXPIRED, [tier["now"]], **tier)
             if item is None:
                 return None
+        if outermost:  # any time before the COMMIT; only when the claim wrote something
+            _commit_without_waiting_for_disk()
         audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
     item.queue = queue
     item.claimed_by = user
