@@ -9,11 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 
 from reviewqueue.review.models import Queue, ReviewItem
-from reviewqueue.review.services import can_review, note_membership_checked
+from reviewqueue.review.services import can_review, membership_sql, note_membership_checked
+
+# A raw query: the ORM's OR over two many-to-many joins compiles and plans slowly, and this runs
+# on every claim. Table names come from the models.
+_QUEUE_FOR_MEMBER = f"SELECT * FROM {Queue._meta.db_table} q WHERE q.slug = %s AND {membership_sql('q.id')}"
 
 
 def require_staff(user: Any) -> None:
@@ -26,8 +31,7 @@ def queue_for_reviewer(user: Any, slug: str) -> Queue:
     `services.can_review`, checked in the same query that finds the queue); else 404."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         raise Http404("No such queue.")
-    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
-    queue = Queue.objects.select_related("escalation_queue").filter(slug=slug, pk__in=member_of).first()
+    queue = next(iter(Queue.objects.raw(_QUEUE_FOR_MEMBER, [slug, user.pk, user.pk])), None)
     if queue is None:
         raise Http404("No such queue.")
     return note_membership_checked(queue, user)
@@ -113,12 +117,13 @@ def item_in_queue_for_reviewer(user: Any, slug: str, item_id: Any) -> ReviewItem
     conversation) is loaded only if the caller reads it."""
     if not getattr(user, "is_authenticated", False) or not user.is_active:
         raise Http404("No such item.")
-    member_of = Queue.objects.filter(Q(members=user) | Q(groups__user=user)).values("pk")
+    member = RawSQL(membership_sql(f'"{ReviewItem._meta.db_table}"."queue_id"'), [user.pk, user.pk])
     try:
         item = (
             ReviewItem.objects.select_related("queue", "step")
             .defer("step__input")
-            .get(pk=int(item_id), queue__slug=slug, queue__in=member_of)
+            .filter(ExpressionWrapper(member, output_field=BooleanField()))
+            .get(pk=int(item_id), queue__slug=slug)
         )
     except (ReviewItem.DoesNotExist, ValueError, TypeError):
         raise Http404("No such item.") from None

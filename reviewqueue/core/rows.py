@@ -1,0 +1,92 @@
+"""Hand-written SQL for hot paths, with the ORM's conversions: no query compilation per call.
+
+The review hot paths (lock an item with its queue and step, record a verdict and its decision)
+run on every verdict; the ORM spends more time compiling those small statements than the
+database spends answering them. Here the SQL is written once; rows become model instances with
+the conversions the ORM applies when reading (`from_db` plus the backend's and the fields'
+converters) and values are prepared as it does when saving (`pre_save`, `get_db_prep_save`),
+so the instances and the stored values are the same as through the ORM, on SQLite and
+PostgreSQL alike. No signals are sent (the project has no model-save receivers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection, models
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The concrete columns of `model` (minus `skip`, loaded on access like deferred fields) read
+    under the SQL table alias `alias`, in the model's field order."""
+
+    model: type[models.Model]
+    alias: str
+    skip: tuple[str, ...] = ()
+    fields: tuple[Any, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        kept = tuple(f for f in self.model._meta.concrete_fields if f.name not in self.skip)
+        object.__setattr__(self, "fields", kept)
+
+    @property
+    def sql(self) -> str:
+        """`alias.column, …` for a SELECT or RETURNING list (names from the model, not input)."""
+        return ", ".join(f"{self.alias}.{f.column}" if self.alias else f.column for f in self.fields)
+
+    def load(self, values: Sequence[Any]) -> models.Model:
+        """An instance from this part of a row, converted as the ORM would."""
+        converted = list(values)
+        table = self.model._meta.db_table
+        for i, f in enumerate(self.fields):
+            col = f.get_col(table)
+            for converter in connection.ops.get_db_converters(col) + f.get_db_converters(connection):
+                converted[i] = converter(converted[i], col, connection)
+        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)
+
+
+def load_row(row: Sequence[Any], *parts: Columns) -> tuple[list[models.Model], list[Any]]:
+    """Split a row selected as `parts[0].sql, parts[1].sql, …, extra…` into instances and the
+    extra values that follow them."""
+    instances, position = [], 0
+    for part in parts:
+        instances.append(part.load(row[position : position + len(part.fields)]))
+        position += len(part.fields)
+    return instances, list(row[position:])
+
+
+def insert(objs: Sequence[models.Model]) -> None:
+    """INSERT unsaved instances of one model in one statement (VALUES rows; no UNNEST, which
+    PostgreSQL plans slowly for JSON arrays) and set their primary keys from RETURNING."""
+    if not objs:
+        return
+    model = type(objs[0])
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    row = f"({', '.join(['%s'] * len(fields))})"
+    params: list[Any] = []
+    for obj in objs:
+        params += [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    sql = (
+        f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" VALUES {', '.join([row] * len(objs))} RETURNING {meta.pk.column}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        pks = [pk for (pk,) in cursor.fetchall()]
+    for obj, pk in zip(objs, pks, strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, connection.alias
+
+
+def update(obj: models.Model, fields: Sequence[str]) -> None:
+    """UPDATE the named fields of a saved instance (its current values), by primary key."""
+    meta = obj._meta
+    targets = [meta.get_field(name) for name in fields]
+    sql = f"UPDATE {meta.db_table} SET {', '.join(f'{f.column} = %s' for f in targets)} WHERE {meta.pk.column} = %s"
+    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, obj.pk])
