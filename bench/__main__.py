@@ -55,7 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller runs (about 2 minutes)")
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers (default: all)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="gunicorn workers (default 4, as the README's production command)"
+    )
     parser.add_argument("--settings", default="bench.settings", help="Django settings module (default bench.settings)")
     return parser.parse_args(argv)
 
