@@ -289,6 +289,23 @@ def test_last_used_is_written_at_most_once_a_minute(client, api_key) -> None:
     assert ApiKey.objects.get(pk=key.pk).last_used_at > first
 
 
+def test_key_lookup_loads_the_same_key_and_agent_as_the_orm(api_key) -> None:
+    from reviewqueue.api.authentication import api_key_by_hash
+    from reviewqueue.core.models import hash_api_key
+
+    key, raw = api_key
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now(), name="ci")
+    found = api_key_by_hash(hash_api_key(raw))
+    expected = ApiKey.objects.select_related("agent").get(pk=key.pk)
+    fields = [f.attname for f in ApiKey._meta.concrete_fields]
+    assert [getattr(found, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert timezone.is_aware(found.last_used_at) and timezone.is_aware(found.created_at)
+    agent_fields = [f.attname for f in found.agent._meta.concrete_fields]
+    assert [getattr(found.agent, f) for f in agent_fields] == [getattr(expected.agent, f) for f in agent_fields]
+    assert found._state.adding is False and found.agent._state.adding is False
+    assert api_key_by_hash(hash_api_key(raw + "x")) is None
+
+
 # --- GET ----------------------------------------------------------------------------------------
 
 
