@@ -63,10 +63,11 @@ def rules_signature() -> str | None:
     SQLite (development and tests) has no such column: rules are loaded each time there."""
     if connection.vendor != "postgresql":
         return None
+    rules, queues = (connection.ops.quote_name(m._meta.db_table) for m in (RoutingRule, Queue))
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(string_agg(concat(r.id, '.', r.xmin, '.', q.xmin), ',' ORDER BY r.id), '') "
-            "FROM routing_routingrule r LEFT JOIN review_queue q ON q.id = r.queue_id"
+            f"FROM {rules} r LEFT JOIN {queues} q ON q.id = r.queue_id"
         )
         return cursor.fetchone()[0]
 
