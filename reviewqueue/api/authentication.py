@@ -8,9 +8,14 @@ permissions, so it can never pass a reviewer or admin check by accident.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
+from django.db import connections
 from django.db.models import Q
+from django.db.models.expressions import Col
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
@@ -69,7 +74,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return self.authenticate_key(raw_key)
 
     def authenticate_key(self, raw_key: str) -> tuple[AgentUser, ApiKey]:
-        key = ApiKey.objects.select_related("agent").filter(key_hash=hash_api_key(raw_key)).first()
+        key = api_key_by_hash(hash_api_key(raw_key))
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if key.revoked_at is not None:
@@ -79,6 +84,46 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return f'{self.keyword} realm="api"'
+
+
+def api_key_by_hash(key_hash: str, using: str = "default") -> ApiKey | None:
+    """The key with this hash, its agent loaded, in one query: the same rows as
+    `ApiKey.objects.select_related("agent").filter(key_hash=...)`, but this runs on every agent
+    request and the ORM took several times the query's own time to compose it."""
+    connection = connections[using]
+    sql, columns, key_count = _api_key_query(using)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key_hash])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, (col, converters) in enumerate(columns):
+        for convert in converters:  # as the ORM applies them (e.g. datetimes on SQLite)
+            values[index] = convert(values[index], col, connection)
+    key = ApiKey.from_db(using, None, values[:key_count])
+    key.agent = Agent.from_db(using, None, values[key_count:])
+    return key
+
+
+@cache
+def _api_key_query(using: str) -> tuple[str, list[tuple[Col, list[Callable[..., Any]]]], int]:
+    """The SQL of `api_key_by_hash` (every column of the key, then every column of its agent),
+    each column's converters, and the number of key columns. Built once per database."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    key_fields, agent_fields = ApiKey._meta.concrete_fields, Agent._meta.concrete_fields
+    cols = [f.get_col("k") for f in key_fields] + [f.get_col("a") for f in agent_fields]
+    agent_column = qn(ApiKey._meta.get_field("agent").column)
+    hash_column = qn(ApiKey._meta.get_field("key_hash").column)
+    sql = (
+        f"SELECT {', '.join(f'{col.alias}.{qn(col.target.column)}' for col in cols)} "
+        f"FROM {qn(ApiKey._meta.db_table)} k "
+        f"INNER JOIN {qn(Agent._meta.db_table)} a ON a.{qn(Agent._meta.pk.column)} = k.{agent_column} "
+        f"WHERE k.{hash_column} = %s"
+    )
+    columns = [(col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in cols]
+    return sql, columns, len(key_fields)
 
 
 def touch_api_key(key: ApiKey) -> None:

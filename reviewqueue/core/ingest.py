@@ -13,6 +13,9 @@ Semantics (DESIGN §3, §4):
 - Safe under concurrent identical requests: the insert relies on the unique constraint; a request
   that loses the race gets an IntegrityError, rolls back and retries, and then sees the winner's
   rows as replays.
+- New steps are the usual case, so the first attempt does not look for replays at all: it inserts,
+  and the unique constraint tells when some of the steps were stored before. Only then (an
+  IntegrityError: rolled back, nothing kept) is the request done again with the replay lookup.
 - Parents: `parent_id` is kept as `parent_external_id` always; `parent` is linked when the parent
   step exists (earlier, or earlier/later in the same request).
 """
@@ -30,6 +33,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import OuterRef, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from reviewqueue.core import audit
@@ -55,7 +59,9 @@ KINDS = frozenset(StepKind.values)
 MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
 MAX_ATTACHMENTS_PER_STEP = 20
-CONCURRENT_RETRIES = 3
+# Attempts per request: the first assumes all steps are new; the rest look replays up first
+# (a replay, or a concurrent request storing the same external ids, makes the first one fail).
+CONCURRENT_RETRIES = 4
 
 
 class IngestValidationError(Exception):
@@ -301,10 +307,10 @@ def ingest_steps(*, agent: Agent, payloads: list[Any]) -> tuple[list[dict[str, A
     for attempt in range(CONCURRENT_RETRIES):
         try:
             with transaction.atomic():
-                return _store(agent, cleaned, routing[1] if routing else None, rules)
+                return _store(agent, cleaned, routing[1] if routing else None, rules, find_replays=attempt > 0)
         except (IntegrityError, OperationalError) as exc:
-            # A concurrent request stored some of these external ids first (or two requests
-            # sharing ids deadlocked): start over, and they are replays this time.
+            # Some of these external ids were stored before, or a concurrent request stored them
+            # first (or two requests sharing ids deadlocked): start over, looking replays up.
             if attempt == CONCURRENT_RETRIES - 1 or not _is_race(exc):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
@@ -316,10 +322,15 @@ def _is_race(exc: Exception) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "40P01"  # deadlock_detected
 
 
-def _store(agent: Agent, cleaned: list[CleanStep], route_step: Any, rules: Any) -> tuple[list[dict[str, Any]], bool]:
+def _store(
+    agent: Agent, cleaned: list[CleanStep], route_step: Any, rules: Any, *, find_replays: bool
+) -> tuple[list[dict[str, Any]], bool]:
+    """Store the new steps. Without `find_replays` every step is taken to be new, and the insert
+    fails with an IntegrityError (unique external_id per agent) if one is not."""
     now = timezone.now()
-    external_ids = list(dict.fromkeys(s.external_id for s in cleaned))
-    answers_by_external_id = _replay_answers(agent, external_ids)
+    answers_by_external_id: dict[str, dict[str, Any]] = {}
+    if find_replays:
+        answers_by_external_id = _replay_answers(agent, list(dict.fromkeys(s.external_id for s in cleaned)))
 
     new_steps: list[CleanStep] = []
     seen: set[str] = set(answers_by_external_id)
@@ -381,14 +392,27 @@ def _trace_ids(agent: Agent, external_trace_ids: set[str], now: datetime) -> dic
     if not external_trace_ids:
         return {}
     wanted = list(external_trace_ids)
-    traces = dict(Trace.objects.filter(agent=agent, external_id__in=wanted).values_list("external_id", "id"))
+    traces = _existing_trace_ids(agent, wanted)
     missing = [t for t in wanted if t not in traces]
     if missing:
         Trace.objects.bulk_create(
             [Trace(agent=agent, external_id=t, created_at=now) for t in missing], ignore_conflicts=True
         )
-        traces.update(Trace.objects.filter(agent=agent, external_id__in=missing).values_list("external_id", "id"))
+        traces.update(_existing_trace_ids(agent, missing))
     return traces
+
+
+def _existing_trace_ids(agent: Agent, external_ids: list[str]) -> dict[str, int]:
+    """{external_id: id} of the agent's traces among `external_ids`. Plain SQL: on a single step
+    the ORM took longer composing this query than the database took answering it."""
+    table = connection.ops.quote_name(Trace._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(external_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT external_id, id FROM {table} WHERE agent_id = %s AND external_id IN ({placeholders})",
+            [agent.pk, *external_ids],
+        )
+        return dict(cursor.fetchall())
 
 
 def _create(
@@ -490,15 +514,27 @@ def _create(
     }
 
 
+# The id of an agent's step by external_id (unique per agent), or NULL.
+_STORED_PARENT_SQL = f"SELECT id FROM {Step._meta.db_table} WHERE agent_id = %s AND external_id = %s"
+
+
 def _insert_steps(agent: Agent, rows: list[Step]) -> None:
     """One INSERT for all rows, with `parent` linked to the parent step when it exists (sent
     before, or anywhere in this request; never the step itself)."""
-    ids = _allocate_step_ids(len(rows))
+    in_request = {row.external_id for row in rows}
+    linked = [r for r in rows if r.parent_external_id and r.parent_external_id != r.external_id]
+    # A parent stored before: looked up inside the INSERT itself (no query of its own). Rare in
+    # a batch, the usual case for a single step. Written out: an ORM Subquery costs more to
+    # compose than the whole INSERT takes in the database.
+    for row in linked:
+        if row.parent_external_id not in in_request:
+            row.parent_id = RawSQL(_STORED_PARENT_SQL, (agent.pk, row.parent_external_id))  # type: ignore[assignment]
+    in_request_parents = [row for row in linked if row.parent_external_id in in_request]
+    ids = _allocate_step_ids(len(rows)) if in_request_parents else None
     if ids is None:
         Step.objects.bulk_create(rows)
-        with_parent = [row.pk for row in rows if row.parent_external_id and row.parent_external_id != row.external_id]
-        if with_parent:
-            Step.objects.filter(pk__in=with_parent).update(
+        if in_request_parents:  # SQLite: link them once the rows have ids
+            Step.objects.filter(pk__in=[row.pk for row in in_request_parents]).update(
                 parent=Subquery(
                     Step.objects.filter(agent=agent, external_id=OuterRef("parent_external_id")).values("pk")[:1]
                 )
@@ -510,16 +546,8 @@ def _insert_steps(agent: Agent, rows: list[Step]) -> None:
     for row, pk in zip(rows, ids, strict=True):
         row.pk = pk
         by_external_id[row.external_id] = pk
-    outside = {
-        r.parent_external_id for r in rows if r.parent_external_id and r.parent_external_id not in by_external_id
-    }
-    if outside:
-        by_external_id.update(
-            Step.objects.filter(agent=agent, external_id__in=outside).values_list("external_id", "pk")
-        )
-    for row in rows:
-        if row.parent_external_id and row.parent_external_id != row.external_id:
-            row.parent_id = by_external_id.get(row.parent_external_id)
+    for row in in_request_parents:
+        row.parent_id = by_external_id[row.parent_external_id]
     Step.objects.bulk_create(rows)
 
 

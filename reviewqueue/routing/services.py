@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from reviewqueue.core.audit import record
@@ -29,9 +29,47 @@ class RouteDecision:
     reason: dict[str, Any] = field(default_factory=dict)
 
 
+# (signature, rules): the last rules loaded by this process, reused while the signature holds.
+_rules_cache: tuple[str, list[RoutingRule]] | None = None
+
+
 def load_rules() -> list[RoutingRule]:
-    """The enabled rules in the order they are tried, with their queues."""
-    return list(RoutingRule.objects.filter(enabled=True).select_related("queue").order_by("position", "id"))
+    """The enabled rules in the order they are tried, with their queues. Treat as read-only.
+
+    Ingest asks for them on every request, so each process keeps the last rules it loaded and
+    reuses them while `rules_signature()` is unchanged (one cheap query instead of loading and
+    building the rules and their queues). Every app process checks for itself, so an edit made
+    anywhere (API, admin, apply_config, a plain `.save()` or `.update()`, raw SQL) is seen by
+    the next request of every process."""
+    global _rules_cache
+    signature = rules_signature()
+    cached = _rules_cache
+    if signature is not None and cached is not None and cached[0] == signature:
+        return cached[1]
+    rules = list(RoutingRule.objects.filter(enabled=True).select_related("queue").order_by("position", "id"))
+    # Loaded after the signature was read: at worst these rules are newer than the signature, and
+    # the next call then sees a new signature and loads again; never older rules under a new one.
+    _rules_cache = (signature, rules) if signature is not None else None
+    return rules
+
+
+def rules_signature() -> str | None:
+    """A value that changes whenever any rule or a rule's queue changes (rows added, edited or
+    deleted, committed or not), or None where there is no cheap one (then rules are not cached).
+
+    PostgreSQL: each row's `xmin`, the id of the transaction that wrote that row version. Every
+    write makes a new row version, transaction ids are never reused (within wraparound), and
+    a rolled-back write's id never comes back, so an equal signature means the same rows.
+    SQLite (development and tests) has no such column: rules are loaded each time there."""
+    if connection.vendor != "postgresql":
+        return None
+    rules, queues = (connection.ops.quote_name(m._meta.db_table) for m in (RoutingRule, Queue))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(string_agg(concat(r.id, '.', r.xmin, '.', q.xmin), ',' ORDER BY r.id), '') "
+            f"FROM {rules} r LEFT JOIN {queues} q ON q.id = r.queue_id"
+        )
+        return cursor.fetchone()[0]
 
 
 def route_step(facts: Mapping[str, Any], *, rules: list[RoutingRule], sample_key: str) -> RouteDecision:

@@ -289,6 +289,23 @@ def test_last_used_is_written_at_most_once_a_minute(client, api_key) -> None:
     assert ApiKey.objects.get(pk=key.pk).last_used_at > first
 
 
+def test_key_lookup_loads_the_same_key_and_agent_as_the_orm(api_key) -> None:
+    from reviewqueue.api.authentication import api_key_by_hash
+    from reviewqueue.core.models import hash_api_key
+
+    key, raw = api_key
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now(), name="ci")
+    found = api_key_by_hash(hash_api_key(raw))
+    expected = ApiKey.objects.select_related("agent").get(pk=key.pk)
+    fields = [f.attname for f in ApiKey._meta.concrete_fields]
+    assert [getattr(found, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert timezone.is_aware(found.last_used_at) and timezone.is_aware(found.created_at)
+    agent_fields = [f.attname for f in found.agent._meta.concrete_fields]
+    assert [getattr(found.agent, f) for f in agent_fields] == [getattr(expected.agent, f) for f in agent_fields]
+    assert found._state.adding is False and found.agent._state.adding is False
+    assert api_key_by_hash(hash_api_key(raw + "x")) is None
+
+
 # --- GET ----------------------------------------------------------------------------------------
 
 
@@ -409,3 +426,43 @@ def test_concurrent_identical_submissions_make_one_step(agent, api_key) -> None:
     assert len(ids) == 1  # every request answers with the same ids
     created = [a["created"] for _, answers in results for a in answers]
     assert created.count(True) == 50  # each step reported as created exactly once
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_single_steps_of_a_new_trace(agent, api_key) -> None:
+    """Each request inserts first; the ones that lose a race (the same step, or the same new
+    trace) roll back and answer from what the winner stored."""
+    root_step = step("root", trace_id="tn")
+    bodies = [root_step] * 3 + [step(f"leaf{i}", trace_id="tn", parent_id="root") for i in range(3)]
+    barrier = threading.Barrier(len(bodies))
+    results: dict[str, list[tuple[int, dict]]] = {}
+    errors: list[BaseException] = []
+
+    def submit(body: dict) -> None:
+        try:
+            c = APIClient()
+            c.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key[1]}")
+            barrier.wait()
+            response = c.post(URL, data=json.dumps(body), content_type="application/json")
+            results.setdefault(body["external_id"], []).append((response.status_code, response.json()))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    roots = results["root"]
+    assert sorted(code for code, _ in roots) == [200, 200, 201]
+    assert len({answer["id"] for _, answer in roots}) == 1
+    assert sum(answer["created"] for _, answer in roots) == 1
+    stored = Step.objects.filter(agent=agent)
+    assert stored.count() == 4 and len({s.trace_id for s in stored}) == 1
+    root = stored.get(external_id="root")
+    for leaf in stored.exclude(pk=root.pk):  # a leaf that ran before its root stored keeps only the name
+        assert leaf.parent_id in (root.pk, None) and leaf.parent_external_id == "root"

@@ -213,3 +213,74 @@ def test_one_audit_event_per_request(agent) -> None:
     assert event.after["created"] == 5 and event.after["ids"] == [a["id"] for a in answers]
     ingest_steps(agent=agent, payloads=[step("s0")])  # a pure replay changes nothing
     assert AuditEvent.objects.count() == 1
+
+
+# --- the insert-first path: a replay is found by the unique constraint, then looked up ---------
+
+
+def test_a_replayed_routed_step_with_an_attachment_adds_nothing(agent, low_confidence_rule) -> None:
+    image = [{"filename": "a.png", "content_type": "image/png", "data": png_b64()}]
+    payload = step("r", trace_id="t", confidence=0.1, attachments=image)
+    first, _ = ingest_steps(agent=agent, payloads=[payload])
+    counts = [m.objects.count() for m in (Step, Trace, ReviewItem, Attachment, AuditEvent)]
+    again, created = ingest_steps(agent=agent, payloads=[payload])
+    assert created is False and again == [{**first[0], "created": False}]
+    assert [m.objects.count() for m in (Step, Trace, ReviewItem, Attachment, AuditEvent)] == counts
+
+
+def test_a_batch_mixing_replays_and_new_steps_links_parents_to_the_replayed_ones(agent) -> None:
+    (old,), _ = ingest_steps(agent=agent, payloads=[step("old", trace_id="t")])
+    answers, created = ingest_steps(
+        agent=agent,
+        payloads=[
+            step("child", trace_id="t", parent_id="old"),
+            step("old", trace_id="t"),
+            step("grandchild", trace_id="t", parent_id="child"),
+        ],
+    )
+    assert created and [a["created"] for a in answers] == [True, False, True]
+    assert answers[1] == {**old, "created": False}
+    steps = {s.external_id: s for s in Step.objects.all()}
+    assert steps["child"].parent_id == old["id"] and steps["grandchild"].parent == steps["child"]
+    assert Trace.objects.count() == 1
+    event = AuditEvent.objects.latest("id")
+    assert event.after["ids"] == [answers[0]["id"], answers[2]["id"]] and event.after["created"] == 2
+
+
+def test_a_single_step_links_its_stored_parent(agent) -> None:
+    (root,), _ = ingest_steps(agent=agent, payloads=[step("root", trace_id="t")])
+    (child,), _ = ingest_steps(agent=agent, payloads=[step("child", trace_id="t", parent_id="root")])
+    (itself,), _ = ingest_steps(agent=agent, payloads=[step("self", parent_id="self")])
+    assert Step.objects.get(pk=child["id"]).parent_id == root["id"]
+    assert Step.objects.get(pk=itself["id"]).parent_id is None
+    # another agent's step of that external_id is never a parent
+    (stranger,), _ = ingest_steps(agent=AgentFactory(name="other"), payloads=[step("kid", parent_id="root")])
+    assert Step.objects.get(pk=stranger["id"]).parent_id is None
+
+
+def test_a_new_step_takes_few_queries(agent, low_confidence_rule, django_assert_max_num_queries) -> None:
+    """Rules (a signature query once cached), the trace, the step with its parent looked up in
+    the INSERT, the review item, the audit event, and the savepoint around them (the test's
+    transaction): no replay lookup and no sequence query for a step that is new."""
+    ingest_steps(agent=agent, payloads=[step("root", trace_id="t")])
+    with django_assert_max_num_queries(7):
+        (answer,), _ = ingest_steps(agent=agent, payloads=[step("c", trace_id="t", parent_id="root", confidence=0.1)])
+    assert answer["status"] == "pending_review" and Step.objects.get(pk=answer["id"]).parent.external_id == "root"
+
+
+def test_a_rule_edited_between_requests_decides_the_next_step(agent, low_confidence_rule) -> None:
+    from reviewqueue.routing.models import RoutingRule
+    from reviewqueue.routing.services import update_rule
+
+    (first,), _ = ingest_steps(agent=agent, payloads=[step("a", confidence=0.4)])
+    assert first["status"] == "pending_review"
+    rule = update_rule(
+        rule=low_confidence_rule, data={"conditions": [{"field": "confidence", "op": "lt", "value": 0.3}]}, actor=None
+    )
+    (second,), _ = ingest_steps(agent=agent, payloads=[step("b", confidence=0.4)])
+    assert second["status"] == "auto_approved"
+    (third,), _ = ingest_steps(agent=agent, payloads=[step("c", confidence=0.2)])
+    assert Step.objects.get(pk=third["id"]).rule_version == rule.version == 2
+    RoutingRule.objects.filter(pk=rule.pk).update(enabled=False)  # no signals, no version bump
+    (fourth,), _ = ingest_steps(agent=agent, payloads=[step("d", confidence=0.2)])
+    assert fourth["status"] == "auto_approved"
