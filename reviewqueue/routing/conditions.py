@@ -24,6 +24,7 @@ Ops:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -277,6 +278,7 @@ def _regex_char(c: str) -> str:
     return c
 
 
+@functools.lru_cache(maxsize=1024)  # rules evaluate the same few patterns for every step
 def compile_glob(pattern: str) -> Glob:
     """fnmatch-style: ``*`` any run, ``?`` one character, ``[...]`` a class (``!`` negates, ``a-z``
     ranges, a leading ``]`` is a member, a reversed range is empty, an unclosed ``[`` is literal)."""
