@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
@@ -53,10 +53,13 @@ class AgentAPIView(APIView):
 
 
 def step_queryset() -> QuerySet[Step]:
-    """Everything `step_representation` reads, in three queries for any number of steps."""
-    return Step.objects.select_related("trace", "decision", "decision__reviewer").prefetch_related(
-        Prefetch("attachments", queryset=Attachment.objects.order_by("id")),
-        Prefetch("review_items", queryset=ReviewItem.objects.select_related("queue").order_by("id")),
+    """Everything `step_representation` reads, in two queries for any number of steps: the steps
+    (with their trace, decision and the slug of their latest item's queue) and their attachments."""
+    latest_queue = ReviewItem.objects.filter(step=OuterRef("pk")).order_by("-id").values("queue__slug")[:1]
+    return (
+        Step.objects.select_related("trace", "decision", "decision__reviewer")
+        .annotate(queue_slug=Subquery(latest_queue))
+        .prefetch_related(Prefetch("attachments", queryset=Attachment.objects.order_by("id")))
     )
 
 
@@ -72,7 +75,6 @@ def step_representation(step: Step, *, request: Any = None) -> dict[str, Any]:
     def url(path: str) -> str:
         return request.build_absolute_uri(path) if request is not None else path
 
-    items = list(step.review_items.all())
     attachments = []
     for a in step.attachments.all():
         image_url, thumb_url = attachment_urls(a)
@@ -100,7 +102,7 @@ def step_representation(step: Step, *, request: Any = None) -> dict[str, Any]:
         "metadata": step.metadata,
         "blocking": step.blocking,
         "status": step.status,
-        "queue": items[-1].queue.slug if items else None,
+        "queue": step.queue_slug,
         "rule": {
             "name": step.rule_name,
             "version": step.rule_version,
