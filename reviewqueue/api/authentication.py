@@ -8,19 +8,19 @@ permissions, so it can never pass a reviewer or admin check by accident.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from functools import cache
 from typing import Any
 
-from django.db import connections
+from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q
-from django.db.models.expressions import Col
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
+from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
+from reviewqueue.core import rows
 from reviewqueue.core.models import Agent, ApiKey, hash_api_key
 
 # last_used_at is written at most this often per key, so a busy agent costs no extra writes.
@@ -86,44 +86,51 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return f'{self.keyword} realm="api"'
 
 
-def api_key_by_hash(key_hash: str, using: str = "default") -> ApiKey | None:
-    """The key with this hash, its agent loaded, in one query: the same rows as
+_KEY = rows.Columns(ApiKey, "k")
+_KEY_AGENT = rows.Columns(Agent, "a")
+
+
+def api_key_by_hash(key_hash: str) -> ApiKey | None:
+    """The key with this hash, its agent loaded, in one query: the same instances as
     `ApiKey.objects.select_related("agent").filter(key_hash=...)`, but this runs on every agent
     request and the ORM took several times the query's own time to compose it."""
-    connection = connections[using]
-    sql, columns, key_count = _api_key_query(using)
+    sql = (
+        f"SELECT {_KEY.sql}, {_KEY_AGENT.sql} FROM {ApiKey._meta.db_table} k"
+        f" JOIN {Agent._meta.db_table} a ON a.id = k.agent_id WHERE k.key_hash = %s"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, [key_hash])
         row = cursor.fetchone()
     if row is None:
         return None
-    values = list(row)
-    for index, (col, converters) in enumerate(columns):
-        for convert in converters:  # as the ORM applies them (e.g. datetimes on SQLite)
-            values[index] = convert(values[index], col, connection)
-    key = ApiKey.from_db(using, None, values[:key_count])
-    key.agent = Agent.from_db(using, None, values[key_count:])
+    (key, agent), _ = rows.load_row(row, _KEY, _KEY_AGENT)
+    key.agent = agent
     return key
 
 
-@cache
-def _api_key_query(using: str) -> tuple[str, list[tuple[Col, list[Callable[..., Any]]]], int]:
-    """The SQL of `api_key_by_hash` (every column of the key, then every column of its agent),
-    each column's converters, and the number of key columns. Built once per database."""
-    connection = connections[using]
-    qn = connection.ops.quote_name
-    key_fields, agent_fields = ApiKey._meta.concrete_fields, Agent._meta.concrete_fields
-    cols = [f.get_col("k") for f in key_fields] + [f.get_col("a") for f in agent_fields]
-    agent_column = qn(ApiKey._meta.get_field("agent").column)
-    hash_column = qn(ApiKey._meta.get_field("key_hash").column)
-    sql = (
-        f"SELECT {', '.join(f'{col.alias}.{qn(col.target.column)}' for col in cols)} "
-        f"FROM {qn(ApiKey._meta.db_table)} k "
-        f"INNER JOIN {qn(Agent._meta.db_table)} a ON a.{qn(Agent._meta.pk.column)} = k.{agent_column} "
-        f"WHERE k.{hash_column} = %s"
-    )
-    columns = [(col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in cols]
-    return sql, columns, len(key_fields)
+_TOKEN = rows.Columns(Token, "t")
+_TOKEN_USER = rows.Columns(get_user_model(), "u")
+
+
+class ReviewerTokenAuthentication(authentication.TokenAuthentication):
+    """DRF's `Authorization: Token <key>` for reviewers and staff, with the token and its user
+    read in one hand-written query (every reviewer API request pays for this lookup)."""
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+        sql = (
+            f"SELECT {_TOKEN.sql}, {_TOKEN_USER.sql} FROM {Token._meta.db_table} t"
+            f" JOIN {_TOKEN_USER.model._meta.db_table} u ON u.id = t.user_id WHERE t.key = %s"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [key])
+            row = cursor.fetchone()
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        (token, user), _ = rows.load_row(row, _TOKEN, _TOKEN_USER)
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        token.user = user
+        return user, token
 
 
 def touch_api_key(key: ApiKey) -> None:

@@ -43,6 +43,27 @@ def test_reviewers_authenticate_with_a_drf_token(queue, alice) -> None:
     assert response.status_code == 200 and [q["slug"] for q in response.json()] == ["answers"]
 
 
+def test_token_auth_loads_the_same_user_as_the_orm_and_refuses_bad_or_inactive_tokens(queue, alice) -> None:
+    from reviewqueue.api.authentication import ReviewerTokenAuthentication
+
+    token = Token.objects.create(user=alice)
+    user, found = ReviewerTokenAuthentication().authenticate_credentials(token.key)
+    expected = type(alice).objects.get(pk=alice.pk)
+    fields = [f.attname for f in expected._meta.concrete_fields]
+    assert [getattr(user, f) for f in fields] == [getattr(expected, f) for f in fields]
+    assert found.key == token.key and found.user is user and found.created == token.created
+    assert user._state.adding is False and user.is_authenticated
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}x")
+    response = client.get("/api/v1/queues")
+    assert response.status_code == 401 and response.json()["detail"] == "Invalid token."
+    type(alice).objects.filter(pk=alice.pk).update(is_active=False)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get("/api/v1/queues")
+    assert response.status_code == 401 and response.json()["detail"] == "User inactive or deleted."
+
+
 def test_list_shows_the_users_queues_with_counts_and_staff_see_all(queue, alice, boss) -> None:
     QueueFactory(slug="hidden")
     ReviewItemFactory(queue=queue)
