@@ -99,7 +99,14 @@ class WebhookDetailView(APIView):
         changed_secret = isinstance(request.data, dict) and "secret" in request.data
         return Response(webhook_json(webhook, with_secret=changed_secret))
 
-    put = patch
+    @extend_schema(
+        operation_id="webhooks_put",
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="The same as PATCH: fields left out keep their values",
+    )
+    def put(self, request: Request, webhook_id: int) -> Response:
+        return self.patch(request, webhook_id)
 
     @extend_schema(operation_id="webhooks_destroy", responses={204: None})
     def delete(self, request: Request, webhook_id: int) -> Response:
