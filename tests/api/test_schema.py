@@ -35,3 +35,11 @@ def test_swagger_ui_loads_its_assets_from_our_own_static_files(client) -> None:
     html = response.content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in html
     assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html
+
+
+def test_schema_is_valid_openapi_and_generates_without_warnings(tmp_path) -> None:
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--file", str(out), "--validate", "--fail-on-warn")
+    assert "openapi: 3" in out.read_text()
