@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import queue
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -176,20 +178,53 @@ STEP_FIELDS = (
 )
 
 
-def _stream(qs: QuerySet) -> Iterator[tuple[Any, ...]]:
-    """The rows of a values_list query, streamed. On PostgreSQL through a psycopg server-side
-    cursor directly (Django's per-value converters cost as much as the fetch itself); elsewhere
-    through Django's iterator()."""
-    if connection.vendor != "postgresql":
-        yield from qs.iterator(chunk_size=CHUNK)
-        return
-    sql, params = qs.query.sql_with_params()
-    connection.ensure_connection()
-    raw = connection.connection
-    with transaction.atomic(), raw.cursor(name=f"rq_export_{id(qs):x}") as cursor:
-        cursor.itersize = CHUNK
-        cursor.execute(sql, params)
-        yield from cursor
+PREFETCH_CHUNKS = 2  # chunks the reading thread may run ahead (memory: ~2 x 2,000 rows)
+_DONE = object()
+
+
+def _run_ahead(source: Iterator[Any], depth: int = PREFETCH_CHUNKS) -> Iterator[Any]:
+    """The items of `source`, produced in a background thread up to `depth` ahead, so its
+    waiting on the database (psycopg releases the GIL while it waits) overlaps our work on
+    the previous chunk. Errors in the thread are raised here; closing this generator stops
+    the thread and waits for it (it never outlives the caller's transaction)."""
+    handoff: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in source:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((False, exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="rq-export-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = handoff.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -217,51 +252,96 @@ class _Names(dict):
         return value
 
 
-def _attachments(first: int, last: int) -> dict[int, list[dict[str, Any]]]:
+def _in_list(column: str, ids: list[int]) -> tuple[str, list[Any]]:
+    """`column IN (...)`; on PostgreSQL `= ANY(%s::bigint[])` with one text parameter (psycopg
+    parses a query with 2,000 placeholders slowly, and dumps a list of 2,000 ints slowly)."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(CAST(%s AS bigint[]))", ["{" + ",".join(map(str, ids)) + "}"]
+    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def _column(model: Any, name: str) -> str:
+    return model._meta.get_field(name).column
+
+
+def _attachments(cursor: Any, first: int, last: int) -> dict[int, list[dict[str, Any]]]:
     """Attachments of the steps with ids first..last (a chunk: ranges are cheaper than IN lists)."""
     found: dict[int, list[dict[str, Any]]] = {}
-    rows = Attachment.objects.filter(step_id__gte=first, step_id__lte=last).order_by("id")
-    for step_id, path, content_type, sha256, width, height in rows.values_list(
-        "step_id", "image", "content_type", "sha256", "width", "height"
-    ):
+    columns = ", ".join(_column(Attachment, f) for f in ("step", "image", "content_type", "sha256", "width", "height"))
+    step = _column(Attachment, "step")
+    cursor.execute(
+        f"SELECT {columns} FROM {Attachment._meta.db_table} WHERE {step} >= %s AND {step} <= %s ORDER BY id",
+        [first, last],
+    )
+    for step_id, path, content_type, sha256, width, height in cursor.fetchall():
         found.setdefault(step_id, []).append(
             {"path": path, "content_type": content_type, "sha256": sha256, "width": width, "height": height}
         )
     return found
 
 
-def _in_list(column: str, ids: list[int]) -> tuple[str, list[Any]]:
-    """`column IN (...)`; on PostgreSQL `= ANY(%s)` with one array parameter (psycopg parses a
-    query with 2,000 placeholders slowly)."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(%s)", [ids]
-    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
-
-
-def _items(item_ids: list[int], users: _Names) -> dict[int, tuple[int, list[str], dict[str, Any]]]:
-    """Per review item: its queue id, the reviewers in order and their rubric answers merged
+def _items(cursor: Any, item_ids: list[int]) -> dict[int, tuple[int, list[int], dict[str, Any]]]:
+    """Per review item: its queue id, the reviewer ids in order and their rubric answers merged
     (later reviews win). Plain SQL: building a 2,000-element IN lookup in the ORM costs more
     than the query."""
     if not item_ids:
         return {}
     items, reviews = ReviewItem._meta.db_table, Review._meta.db_table
-    with connection.cursor() as cursor:
-        where, params = _in_list("id", item_ids)
-        cursor.execute(f"SELECT id, queue_id FROM {items} WHERE {where}", params)
-        found = {item_id: (queue_id, [], {}) for item_id, queue_id in cursor.fetchall()}
-        where, params = _in_list("item_id", item_ids)
-        cursor.execute(
-            f"SELECT item_id, reviewer_id, CAST(labels AS text) FROM {reviews} WHERE {where} ORDER BY item_id, id",
-            params,
-        )
-        for item_id, reviewer_id, labels in cursor.fetchall():
-            _, reviewers, merged = found[item_id]
-            reviewers.append(users[reviewer_id])
-            if labels and labels != "{}":
-                value = orjson.loads(labels)
-                if isinstance(value, dict):
-                    merged.update(value)
+    where, params = _in_list("id", item_ids)
+    cursor.execute(f"SELECT id, queue_id FROM {items} WHERE {where}", params)
+    found = {item_id: (queue_id, [], {}) for item_id, queue_id in cursor.fetchall()}
+    where, params = _in_list("item_id", item_ids)
+    cursor.execute(
+        f"SELECT item_id, reviewer_id, CAST(labels AS text) FROM {reviews} WHERE {where} ORDER BY item_id, id",
+        params,
+    )
+    for item_id, reviewer_id, labels in cursor.fetchall():
+        _, reviewers, merged = found[item_id]
+        reviewers.append(reviewer_id)
+        if labels and labels != "{}":
+            value = orjson.loads(labels)
+            if isinstance(value, dict):
+                merged.update(value)
     return found
+
+
+ITEM_COLUMN = 10  # of STEP_FIELDS: decision__item_id
+
+
+def _enriched_chunks(qs: QuerySet) -> Iterator[tuple[list[tuple[Any, ...]], dict[int, Any], dict[int, Any]]]:
+    """The rows of a values_list query over steps (in step id order), in chunks of 2,000, each
+    with its review items (`_items`) and attachments (`_attachments`).
+
+    On PostgreSQL the rows come from a psycopg server-side cursor in binary mode directly
+    (Django's per-value converters cost as much as the fetch itself), and a reader thread
+    fetches and enriches the next chunks while the caller works on this one; it uses only
+    the psycopg connection (Django's connection object is per thread). Elsewhere Django's
+    iterator(), read in this thread."""
+
+    def enrich(cursor: Any, chunk: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], dict, dict]:
+        items = _items(cursor, sorted({row[ITEM_COLUMN] for row in chunk if row[ITEM_COLUMN] is not None}))
+        return chunk, items, _attachments(cursor, chunk[0][0], chunk[-1][0])
+
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            for chunk in _chunks(qs.iterator(chunk_size=CHUNK), CHUNK):
+                yield enrich(cursor, chunk)
+        return
+    sql, params = qs.query.sql_with_params()
+    connection.ensure_connection()
+    raw = connection.connection
+    with (
+        transaction.atomic(),
+        raw.cursor(name=f"rq_export_{id(qs):x}", binary=True) as rows,
+        raw.cursor() as cursor,
+    ):
+        rows.execute(sql, params)
+
+        def read() -> Iterator[tuple[list[tuple[Any, ...]], dict, dict]]:
+            while chunk := rows.fetchmany(CHUNK):
+                yield enrich(cursor, chunk)
+
+        yield from _run_ahead(read())
 
 
 def raw_content_hash(*parts: str | None) -> str:
@@ -282,11 +362,7 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
         decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
     )
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
-    rows = _stream(qs.values_list(*STEP_FIELDS))
-    for chunk in _chunks(rows, CHUNK):
-        first, last = chunk[0][0], chunk[-1][0]  # rows come in step id order
-        attachments = _attachments(first, last)
-        items = _items(sorted({row[10] for row in chunk if row[10] is not None}), users)
+    for chunk, items, attachments in _enriched_chunks(qs.values_list(*STEP_FIELDS)):
         for row in chunk:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text) = row  # fmt: skip
@@ -299,9 +375,11 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
                 expected, rejected = None, original
             else:
                 expected, rejected = original, None
-            queue_id, reviewers, labels = items.get(item_id, (None, [], {}))
-            if not reviewers and reviewer_id is not None:
-                reviewers = [users[reviewer_id]]
+            queue_id, reviewer_ids, labels = items.get(item_id, (None, (), {}))
+            if reviewer_ids:
+                reviewers = [users[r] for r in reviewer_ids]
+            else:
+                reviewers = [users[reviewer_id]] if reviewer_id is not None else []
             tags: list[str] = []
             if metadata_text and '"tags"' in metadata_text:
                 value = orjson.loads(metadata_text).get("tags")
@@ -323,7 +401,7 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
                 rejected=rejected,
                 split=split_for(step_id, test_ratio),
                 labels=labels,
-                reviewers=list(reviewers),
+                reviewers=reviewers,
                 tags=tags,
                 attachments=step_attachments,
                 confidence=confidence,
