@@ -82,14 +82,46 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     return out
 
 
-_PLAIN_ROLES = ("system", "user", "assistant")
+_PLAIN_ROLES = frozenset(("system", "user", "assistant"))
+_ASSISTANT_KEYS = ("role", "content", "tool_calls")
+_TOOL_KEYS = ("role", "content", "tool_call_id")
+_CALL_KEYS = ("id", "type", "function")
+_FUNCTION_KEYS = ("name", "arguments")
+
+
+def _canonical_calls(calls: Any) -> bool:
+    """Whether tool calls are already exactly what `_tool_calls` would make of them."""
+    if type(calls) is not list or not calls:
+        return False
+    for call in calls:
+        if type(call) is not dict or tuple(call) != _CALL_KEYS or call["type"] != "function":
+            return False
+        function, call_id = call["function"], call["id"]
+        if type(call_id) is not str or not call_id or type(function) is not dict:
+            return False
+        if tuple(function) != _FUNCTION_KEYS or type(function["name"]) is not str:
+            return False
+        if type(function["arguments"]) is not str:
+            return False
+    return True
 
 
 def normalize_message(message: Any) -> dict[str, Any]:
-    plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
-    if plain and message.get("role") in _PLAIN_ROLES:  # already in our form (the common case): keep it
-        return message
-    if not isinstance(message, dict):
+    if type(message) is dict:
+        # Already in our form (the common cases: plain text, a tool result, canonical tool
+        # calls): keep the very dict, as the general path below would rebuild it equal.
+        size = len(message)
+        if size == 2:
+            if type(message.get("content")) is str and message.get("role") in _PLAIN_ROLES:
+                return message
+        elif size == 3:
+            keys = tuple(message)
+            if keys == _TOOL_KEYS:
+                if message["role"] == "tool" and type(message["tool_call_id"]) is str:
+                    return message
+            elif keys == _ASSISTANT_KEYS and message["role"] == "assistant" and _canonical_calls(message["tool_calls"]):
+                return message
+    elif not isinstance(message, dict):
         return {"role": "user", "content": message if isinstance(message, str) else dumps(message)}
     role = message.get("role") or "user"
     out: dict[str, Any] = {"role": role, "content": message.get("content")}
@@ -124,6 +156,9 @@ def normalize_output(value: Any) -> dict[str, Any] | None:
     A tool result keeps role "tool": it is context, never a target."""
     if value is None:
         return None
+    plain = type(value) is dict and len(value) == 2 and value.get("role") == "assistant"
+    if plain and type(value.get("content")) is str:  # the common case: already our form
+        return value
     if isinstance(value, str):
         return {"role": "assistant", "content": value}
     if isinstance(value, dict) and (value.get("role") in ("assistant", "tool") or "tool_calls" in value):

@@ -11,7 +11,7 @@ import hashlib
 import queue
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -34,7 +34,7 @@ from evals.cases import (
 from evals.models import DatasetVersion, EvalCase
 from evals.redaction import Redactor
 from reviewqueue.core.models import Agent, Attachment, Step, StepKind, StepStatus
-from reviewqueue.review.models import DecisionMethod, Queue, Review, ReviewItem
+from reviewqueue.review.models import DecisionMethod, Queue, Review
 
 User = get_user_model()
 CHUNK = 2000
@@ -175,6 +175,11 @@ STEP_FIELDS = (
     "decided",
     "confidence",
     "metadata_text",
+    # One row per review of the step's item (LEFT JOIN, in review order), grouped back into
+    # one entry per step by `_grouped`: no per-chunk queries for queues, reviewers, labels.
+    "decision__item__queue_id",
+    "decision__item__reviews__reviewer_id",
+    "review_labels_text",
 )
 
 
@@ -252,14 +257,6 @@ class _Names(dict):
         return value
 
 
-def _in_list(column: str, ids: list[int]) -> tuple[str, list[Any]]:
-    """`column IN (...)`; on PostgreSQL `= ANY(%s::bigint[])` with one text parameter (psycopg
-    parses a query with 2,000 placeholders slowly, and dumps a list of 2,000 ints slowly)."""
-    if connection.vendor == "postgresql":
-        return f"{column} = ANY(CAST(%s AS bigint[]))", ["{" + ",".join(map(str, ids)) + "}"]
-    return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
-
-
 def _column(model: Any, name: str) -> str:
     return model._meta.get_field(name).column
 
@@ -280,52 +277,62 @@ def _attachments(cursor: Any, first: int, last: int) -> dict[int, list[dict[str,
     return found
 
 
-def _items(cursor: Any, item_ids: list[int]) -> dict[int, tuple[int, list[int], dict[str, Any]]]:
-    """Per review item: its queue id, the reviewer ids in order and their rubric answers merged
-    (later reviews win). Plain SQL: building a 2,000-element IN lookup in the ORM costs more
-    than the query."""
-    if not item_ids:
-        return {}
-    items, reviews = ReviewItem._meta.db_table, Review._meta.db_table
-    where, params = _in_list("id", item_ids)
-    cursor.execute(f"SELECT id, queue_id FROM {items} WHERE {where}", params)
-    found = {item_id: (queue_id, [], {}) for item_id, queue_id in cursor.fetchall()}
-    where, params = _in_list("item_id", item_ids)
-    cursor.execute(
-        f"SELECT item_id, reviewer_id, CAST(labels AS text) FROM {reviews} WHERE {where} ORDER BY item_id, id",
-        params,
-    )
-    for item_id, reviewer_id, labels in cursor.fetchall():
-        _, reviewers, merged = found[item_id]
-        reviewers.append(reviewer_id)
-        if labels and labels != "{}":
+# A step's row, the ids of its item's reviewers in order, their rubric answers merged (later
+# reviews win), its attachments.
+StepEntry = tuple[tuple[Any, ...], list[int], dict[str, Any], list[dict[str, Any]]]
+_EMPTY_LABELS = (None, "{}")
+
+
+def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, Any]]]) -> list[StepEntry]:
+    """One entry per step from rows that repeat a step once per review (rows in step order)."""
+    entries: list[StepEntry] = []
+    previous = None
+    for row in rows:
+        step_id, reviewer_id, labels = row[0], row[-2], row[-1]
+        if step_id != previous:
+            previous = step_id
+            entry = (row, [], {}, attachments.get(step_id, []))
+            entries.append(entry)
+        if reviewer_id is not None:
+            entry[1].append(reviewer_id)
+        if labels not in _EMPTY_LABELS:
             value = orjson.loads(labels)
             if isinstance(value, dict):
-                merged.update(value)
-    return found
+                entry[2].update(value)
+    return entries
 
 
-ITEM_COLUMN = 10  # of STEP_FIELDS: decision__item_id
-
-
-def _enriched_chunks(qs: QuerySet) -> Iterator[tuple[list[tuple[Any, ...]], dict[int, Any], dict[int, Any]]]:
-    """The rows of a values_list query over steps (in step id order), in chunks of 2,000, each
-    with its review items (`_items`) and attachments (`_attachments`).
+def _step_entries(qs: QuerySet) -> Iterator[list[StepEntry]]:
+    """The steps of a values_list query of STEP_FIELDS ordered by step id and review id, in
+    chunks of about 2,000 steps (`_grouped`: a step's rows never straddle two chunks), with
+    their attachments (one range query per chunk).
 
     On PostgreSQL the rows come from a psycopg server-side cursor in binary mode directly
     (Django's per-value converters cost as much as the fetch itself), and a reader thread
-    fetches and enriches the next chunks while the caller works on this one; it uses only
-    the psycopg connection (Django's connection object is per thread). Elsewhere Django's
-    iterator(), read in this thread."""
+    fetches the next chunks while the caller works on this one (`_run_ahead`); it uses only
+    the psycopg connection, never Django's (which is per thread). Elsewhere Django's
+    iterator(), read in the caller's thread."""
 
-    def enrich(cursor: Any, chunk: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], dict, dict]:
-        items = _items(cursor, sorted({row[ITEM_COLUMN] for row in chunk if row[ITEM_COLUMN] is not None}))
-        return chunk, items, _attachments(cursor, chunk[0][0], chunk[-1][0])
+    def read(fetch: Callable[[], list[tuple[Any, ...]]], cursor: Any) -> Iterator[list[StepEntry]]:
+        carry: list[tuple[Any, ...]] = []  # the rows of the last step seen: more may follow
+        while True:
+            chunk = fetch()
+            if not chunk:
+                break
+            rows = carry + chunk if carry else chunk
+            last, cut = rows[-1][0], len(rows)
+            while cut and rows[cut - 1][0] == last:
+                cut -= 1
+            carry, rows = rows[cut:], rows[:cut]
+            if rows:
+                yield _grouped(rows, _attachments(cursor, rows[0][0], rows[-1][0]))
+        if carry:
+            yield _grouped(carry, _attachments(cursor, carry[0][0], carry[-1][0]))
 
     if connection.vendor != "postgresql":
+        iterator = qs.iterator(chunk_size=CHUNK)
         with connection.cursor() as cursor:
-            for chunk in _chunks(qs.iterator(chunk_size=CHUNK), CHUNK):
-                yield enrich(cursor, chunk)
+            yield from read(lambda: list(islice(iterator, CHUNK)), cursor)
         return
     sql, params = qs.query.sql_with_params()
     connection.ensure_connection()
@@ -336,12 +343,7 @@ def _enriched_chunks(qs: QuerySet) -> Iterator[tuple[list[tuple[Any, ...]], dict
         raw.cursor() as cursor,
     ):
         rows.execute(sql, params)
-
-        def read() -> Iterator[tuple[list[tuple[Any, ...]], dict, dict]]:
-            while chunk := rows.fetchmany(CHUNK):
-                yield enrich(cursor, chunk)
-
-        yield from _run_ahead(read())
+        yield from _run_ahead(read(lambda: rows.fetchmany(CHUNK), cursor))
 
 
 def raw_content_hash(*parts: str | None) -> str:
@@ -352,20 +354,23 @@ def raw_content_hash(*parts: str | None) -> str:
 def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
     """Cases for the steps a filter chooses, in step order, redacted if a redactor is given.
 
-    The main query joins only the decision (so PostgreSQL can stream it in step order without
-    a sort); queues, reviewers, labels and images come per chunk of 2,000 rows."""
+    One query streams the steps joined to their decision, item and reviews (a row per review,
+    in step order); images come with one range query per chunk of 2,000 steps. The per-row
+    work is plain tuples and dicts: the redactor walks only the rows its pre-check flags."""
     qs = decided_steps(filters=filters).annotate(
         input_text=Cast("input", TextField()),
         output_text=Cast("output", TextField()),
         decision_output_text=Cast("decision__output", TextField()),
         metadata_text=Cast("metadata", TextField()),
         decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
+        review_labels_text=Cast("decision__item__reviews__labels", TextField()),
     )
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
-    for chunk, items, attachments in _enriched_chunks(qs.values_list(*STEP_FIELDS)):
-        for row in chunk:
+    qs = qs.values_list(*STEP_FIELDS).order_by("id", "decision__item__reviews__id")
+    for entries in _step_entries(qs):
+        for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
-             item_id, reviewer_id, decided, confidence, metadata_text) = row  # fmt: skip
+             item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _) = row  # fmt: skip
             messages, tools = normalize_input(_loads(input_text))
             original = normalize_output(_loads(output_text))
             auto = status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT
@@ -375,7 +380,6 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
                 expected, rejected = None, original
             else:
                 expected, rejected = original, None
-            queue_id, reviewer_ids, labels = items.get(item_id, (None, (), {}))
             if reviewer_ids:
                 reviewers = [users[r] for r in reviewer_ids]
             else:
@@ -384,7 +388,6 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
             if metadata_text and '"tags"' in metadata_text:
                 value = orjson.loads(metadata_text).get("tags")
                 tags = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
-            step_attachments = attachments.get(step_id, [])
             case = Case(
                 step_id=step_id,
                 item_id=item_id,
