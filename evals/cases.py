@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -56,9 +57,26 @@ class Case:
 
 
 def split_for(step_id: int, test_ratio: float) -> str:
-    """Stable train/test side of a step: a hash of its id, so it never moves between versions."""
+    """Stable train/test side of a step: a hash of its id, so it never moves between versions.
+    The side is "test" when int(digest) / 2**64 < test_ratio, decided by comparing the digest
+    bytes with the first 8-byte value on the train side (same result, less work a row)."""
     digest = hashlib.blake2b(b"rq-split:%d" % step_id, digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "big") / 2**64 < test_ratio else "train"
+    return "test" if digest < _train_from(test_ratio) else "train"
+
+
+@lru_cache(maxsize=64)
+def _train_from(test_ratio: float) -> bytes:
+    """The smallest n (as 8 big-endian bytes) with n / 2**64 >= test_ratio; b"\xff" * 9 (above
+    every digest) when there is none. Binary search: Python's int division rounds correctly
+    and is monotonic in n."""
+    low, high = 0, 2**64  # the answer is in [low, high]; high means "none"
+    while low < high:
+        middle = (low + high) // 2
+        if middle / 2**64 >= test_ratio:
+            high = middle
+        else:
+            low = middle + 1
+    return low.to_bytes(8, "big") if low < 2**64 else b"\xff" * 9
 
 
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:
@@ -147,7 +165,14 @@ def normalize_input(value: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
     if isinstance(value, str):
         return [{"role": "user", "content": value}], tools
     if isinstance(value, list):
-        return [normalize_message(m) for m in value], tools
+        messages = []
+        for message in value:  # plain messages inline: this runs for every message exported
+            plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
+            if plain and message.get("role") in _PLAIN_ROLES:
+                messages.append(message)
+                continue
+            messages.append(normalize_message(message))
+        return messages, tools
     return [{"role": "user", "content": dumps(value)}], tools
 
 

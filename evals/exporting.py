@@ -86,9 +86,9 @@ class _HashingFile:
         self.parts.append(data)
         self.pending += len(data)
         if self.pending >= WRITE_BLOCK:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         block = b"".join(self.parts)
         self.parts.clear()
         self.pending = 0
@@ -97,7 +97,7 @@ class _HashingFile:
         self.size += len(block)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -108,7 +108,12 @@ class JsonlWriter:
         self.out = _HashingFile(path)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        out = self.out  # _HashingFile.write, inlined: this runs for every row
+        data = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+        out.parts.append(data)
+        out.pending += len(data)
+        if out.pending >= WRITE_BLOCK:
+            out.flush()
 
     def close(self) -> tuple[str, int]:
         self.out.close()

@@ -348,7 +348,7 @@ def _step_entries(qs: QuerySet) -> Iterator[list[StepEntry]]:
 
 def raw_content_hash(*parts: str | None) -> str:
     """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
-    return hashlib.sha256("\x00".join(part or "" for part in parts).encode()).hexdigest()
+    return hashlib.sha256("\x00".join([part or "" for part in parts]).encode()).hexdigest()
 
 
 def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
@@ -371,15 +371,15 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
         for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _) = row  # fmt: skip
-            messages, tools = normalize_input(_loads(input_text))
-            original = normalize_output(_loads(output_text))
-            auto = status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT
+            messages, tools = normalize_input(orjson.loads(input_text) if input_text is not None else None)
+            original = normalize_output(orjson.loads(output_text) if output_text is not None else None)
             if status == CORRECTED:
-                expected, rejected = normalize_output(_loads(decision_text)), original
+                expected = normalize_output(orjson.loads(decision_text) if decision_text is not None else None)
+                rejected, target = original, decision_text
             elif status == REJECTED:
-                expected, rejected = None, original
+                expected, rejected, target = None, original, output_text
             else:
-                expected, rejected = original, None
+                expected, rejected, target = original, None, output_text
             if reviewer_ids:
                 reviewers = [users[r] for r in reviewer_ids]
             else:
@@ -388,35 +388,38 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
             if metadata_text and '"tags"' in metadata_text:
                 value = orjson.loads(metadata_text).get("tags")
                 tags = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+            digest = raw_content_hash(
+                input_text,
+                target,
+                output_text if status in (CORRECTED, REJECTED) else None,
+                status,
+                kind,
+                *(a["sha256"] for a in step_attachments),
+            )
+            # Positional, in Case's field order (keyword arguments cost a microsecond a row).
             case = Case(
-                step_id=step_id,
-                item_id=item_id,
-                agent=agents[agent_id],
-                queue=queues[queue_id],
-                kind=kind,
-                name=name,
-                verdict=status,
-                auto=auto,
-                reason=reason or "",
-                messages=messages,
-                tools=tools,
-                expected=expected,
-                rejected=rejected,
-                split=split_for(step_id, test_ratio),
-                labels=labels,
-                reviewers=reviewers,
-                tags=tags,
-                attachments=step_attachments,
-                confidence=confidence,
-                decided_at=decided.isoformat(),
-                content_hash=raw_content_hash(
-                    input_text,
-                    output_text if status != CORRECTED else decision_text,
-                    output_text if status in (CORRECTED, REJECTED) else None,
-                    status,
-                    kind,
-                    *(a["sha256"] for a in step_attachments),
-                ),
+                step_id,
+                item_id,
+                agents[agent_id],
+                queues[queue_id],
+                kind,
+                name,
+                status,  # verdict
+                status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT,  # auto
+                reason or "",
+                messages,
+                tools,
+                expected,
+                rejected,
+                split_for(step_id, test_ratio),
+                labels,
+                reviewers,
+                tags,
+                step_attachments,
+                confidence,
+                decided.isoformat(),
+                None,  # version_id
+                digest,
             )
             if redactor is not None and redactor.may_contain(input_text, output_text, decision_text, reason, labels):
                 redactor.redact_case(case)

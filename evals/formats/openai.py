@@ -15,6 +15,8 @@ from evals.formats.base import IMAGE_TYPES, ExportContext, Format
 ROLES = {"system", "user", "assistant", "tool", "function"}
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_IMAGES = 64
+_PLAIN_KEYS, _PLAIN_ROLES = ("role", "content"), frozenset(("system", "user"))
+_TOOL_KEYS = ("role", "content", "tool_call_id")
 
 
 class Unusable(Exception):
@@ -53,6 +55,14 @@ def chat_messages(case: Case, *, weights: bool, images: bool, ctx: ExportContext
     context_weight = 0 if weights else None
     for message in case.messages:
         role = message.get("role")
+        if type(message.get("content")) is str and message["content"]:  # keep a message already in shape
+            keys = tuple(message)
+            if keys == _PLAIN_KEYS and role in _PLAIN_ROLES:
+                append(message)
+                continue
+            if keys == _TOOL_KEYS and role == "tool" and type(message["tool_call_id"]) is str:
+                append(message)
+                continue
         if role not in ROLES:
             role = "system" if role == "developer" else "user"
         if role == "assistant":
@@ -79,10 +89,10 @@ def chat_messages(case: Case, *, weights: bool, images: bool, ctx: ExportContext
 
 
 def _attach_images(messages: list[dict[str, Any]], case: Case, ctx: ExportContext) -> None:
-    users = [m for m in messages if m["role"] == "user"]
+    users = [index for index, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise Unusable("images need a user message to go in")
-    target = users[-1]
+    target = messages[users[-1]] = dict(messages[users[-1]])  # a copy: it may be the case's own dict
     parts = target["content"] if isinstance(target["content"], list) else [{"type": "text", "text": target["content"]}]
     for attachment in case.attachments[:MAX_IMAGES]:
         if attachment.get("content_type") not in IMAGE_TYPES:
