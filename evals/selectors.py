@@ -1,8 +1,10 @@
 """Reads for datasets: which steps a filter chooses, and the cases they make, streamed.
 
-Both sources (live steps, a frozen version) read with `iterator()` (a server-side cursor on
-PostgreSQL) in chunks, enrich each chunk with one query for reviews and one for attachments,
-and yield `Case`s one at a time: nothing holds all rows in memory."""
+Live steps are read by one query (steps joined to their decision, item and reviews, a row per
+review) streamed in chunks of 2,000 (a psycopg server-side cursor on PostgreSQL, read ahead by
+a thread; Django's `iterator()` elsewhere) plus one attachments query per chunk; a frozen
+version's cases by `iterator()`. Both yield `Case`s one at a time: nothing holds all rows in
+memory."""
 
 from __future__ import annotations
 
@@ -286,6 +288,7 @@ _EMPTY_LABELS = (None, "{}")
 def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, Any]]]) -> list[StepEntry]:
     """One entry per step from rows that repeat a step once per review (rows in step order)."""
     entries: list[StepEntry] = []
+    parsed: dict[str, dict[str, Any]] = {}
     previous = None
     for row in rows:
         step_id, reviewer_id, labels = row[0], row[-2], row[-1]
@@ -296,9 +299,13 @@ def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, 
         if reviewer_id is not None:
             entry[1].append(reviewer_id)
         if labels not in _EMPTY_LABELS:
-            value = orjson.loads(labels)
-            if isinstance(value, dict):
-                entry[2].update(value)
+            value = parsed.get(labels)
+            if value is None:
+                value = orjson.loads(labels)
+                value = value if isinstance(value, dict) else {}
+                if len(parsed) < 1000:  # rubric answers repeat: parse each distinct text once
+                    parsed[labels] = value
+            entry[2].update(value)
     return entries
 
 
@@ -421,7 +428,9 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
                 None,  # version_id
                 digest,
             )
-            if redactor is not None and redactor.may_contain(input_text, output_text, decision_text, reason, labels):
+            # An approval's decision output is the step's output: one scan of that text is enough.
+            other_text = decision_text if decision_text != output_text else None
+            if redactor is not None and redactor.may_contain(input_text, output_text, other_text, reason, labels):
                 redactor.redact_case(case)
             yield case
 
