@@ -13,7 +13,7 @@ import hashlib
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
@@ -232,12 +232,6 @@ def _run_ahead(source: Iterator[Any], depth: int = PREFETCH_CHUNKS) -> Iterator[
     finally:
         stop.set()
         thread.join()
-
-
-def _chunks(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def _loads(text: str | None) -> Any:
