@@ -234,10 +234,6 @@ def _run_ahead(source: Iterator[Any], depth: int = PREFETCH_CHUNKS) -> Iterator[
         thread.join()
 
 
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
 class _Names(dict):
     """id -> name for a small table (agents, queues, users), filled on first use of each id."""
 
@@ -303,37 +299,47 @@ def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, 
     return entries
 
 
-def _step_entries(qs: QuerySet) -> Iterator[list[StepEntry]]:
-    """The steps of a values_list query of STEP_FIELDS ordered by step id and review id, in
-    chunks of about 2,000 steps (`_grouped`: a step's rows never straddle two chunks), with
-    their attachments (one range query per chunk).
+Fetch = Callable[[], list[tuple[Any, ...]]]
+
+
+def _step_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[StepEntry]]:
+    """Rows of STEP_FIELDS (ordered by step id, then review id) as chunks of step entries
+    (`_grouped`: a step's rows never straddle two chunks), with their attachments (one range
+    query per chunk)."""
+    carry: list[tuple[Any, ...]] = []  # the rows of the last step seen: more may follow
+    while True:
+        chunk = fetch()
+        if not chunk:
+            break
+        rows = carry + chunk if carry else chunk
+        last, cut = rows[-1][0], len(rows)
+        while cut and rows[cut - 1][0] == last:
+            cut -= 1
+        carry, rows = rows[cut:], rows[:cut]
+        if rows:
+            yield _grouped(rows, _attachments(cursor, rows[0][0], rows[-1][0]))
+    if carry:
+        yield _grouped(carry, _attachments(cursor, carry[0][0], carry[-1][0]))
+
+
+def _plain_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[tuple[Any, ...]]]:
+    while chunk := fetch():
+        yield chunk
+
+
+def _stream_chunks(qs: QuerySet, chunks: Callable[[Fetch, Any], Iterator[Any]]) -> Iterator[Any]:
+    """The rows of a values_list query, streamed: `chunks(fetch, cursor)` turns them into
+    chunks (`fetch()` gives the next 2,000 rows, `cursor` runs any per-chunk query).
 
     On PostgreSQL the rows come from a psycopg server-side cursor in binary mode directly
     (Django's per-value converters cost as much as the fetch itself), and a reader thread
-    fetches the next chunks while the caller works on this one (`_run_ahead`); it uses only
-    the psycopg connection, never Django's (which is per thread). Elsewhere Django's
-    iterator(), read in the caller's thread."""
-
-    def read(fetch: Callable[[], list[tuple[Any, ...]]], cursor: Any) -> Iterator[list[StepEntry]]:
-        carry: list[tuple[Any, ...]] = []  # the rows of the last step seen: more may follow
-        while True:
-            chunk = fetch()
-            if not chunk:
-                break
-            rows = carry + chunk if carry else chunk
-            last, cut = rows[-1][0], len(rows)
-            while cut and rows[cut - 1][0] == last:
-                cut -= 1
-            carry, rows = rows[cut:], rows[:cut]
-            if rows:
-                yield _grouped(rows, _attachments(cursor, rows[0][0], rows[-1][0]))
-        if carry:
-            yield _grouped(carry, _attachments(cursor, carry[0][0], carry[-1][0]))
-
+    runs `chunks` ahead of the caller (`_run_ahead`), so the database's time overlaps the
+    caller's work; it uses only the psycopg connection, never Django's (which is per thread).
+    Elsewhere Django's iterator(), read in the caller's thread."""
     if connection.vendor != "postgresql":
         iterator = qs.iterator(chunk_size=CHUNK)
         with connection.cursor() as cursor:
-            yield from read(lambda: list(islice(iterator, CHUNK)), cursor)
+            yield from chunks(lambda: list(islice(iterator, CHUNK)), cursor)
         return
     sql, params = qs.query.sql_with_params()
     connection.ensure_connection()
@@ -344,7 +350,7 @@ def _step_entries(qs: QuerySet) -> Iterator[list[StepEntry]]:
         raw.cursor() as cursor,
     ):
         rows.execute(sql, params)
-        yield from _run_ahead(read(lambda: rows.fetchmany(CHUNK), cursor))
+        yield from _run_ahead(chunks(lambda: rows.fetchmany(CHUNK), cursor))
 
 
 def raw_content_hash(*parts: str | None) -> str:
@@ -368,7 +374,7 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
     )
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
     qs = qs.values_list(*STEP_FIELDS).order_by("id", "decision__item__reviews__id")
-    for entries in _step_entries(qs):
+    for entries in _stream_chunks(qs, _step_chunks):
         for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _) = row  # fmt: skip
@@ -429,6 +435,7 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
             yield case
 
 
+JSON_COLUMNS = ("messages", "tools", "expected", "rejected", "labels", "reviewers", "tags", "attachments")
 VERSION_FIELDS = (
     "step_ref",
     "item_ref",
@@ -444,10 +451,10 @@ VERSION_FIELDS = (
     "expected_text",
     "rejected_text",
     "split",
-    "labels",
-    "reviewers",
-    "tags",
-    "attachments",
+    "labels_text",
+    "reviewers_text",
+    "tags_text",
+    "attachments_text",
     "confidence",
     "decided_at",
     "content_hash",
@@ -455,44 +462,47 @@ VERSION_FIELDS = (
 
 
 def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Redactor | None = None) -> Iterator[Case]:
-    """The frozen cases of a version, in order, redacted if a redactor is given."""
+    """The frozen cases of a version, in order, redacted if a redactor is given. JSON columns
+    are read as text and parsed with orjson (as `step_cases` does)."""
     qs = EvalCase.objects.filter(version=version)
     if split in ("train", "test"):
         qs = qs.filter(split=split)
     qs = qs.annotate(
-        messages_text=Cast("messages", TextField()),
-        tools_text=Cast("tools", TextField()),
-        expected_text=Cast("expected", TextField()),
-        rejected_text=Cast("rejected", TextField()),
+        **{f"{name}_text": Cast(name, TextField()) for name in JSON_COLUMNS},
     ).order_by("position")
-    for row in qs.values_list(*VERSION_FIELDS).iterator(chunk_size=CHUNK):
-        (step_id, item_id, agent, queue, kind, name, verdict, auto, reason, messages_text, tools_text,
-         expected_text, rejected_text, split_, labels, reviewers, tags, attachments, confidence, decided_at,
-         digest) = row  # fmt: skip
-        case = Case(
-            step_id=step_id,
-            item_id=item_id,
-            agent=agent,
-            queue=queue,
-            kind=kind,
-            name=name,
-            verdict=verdict,
-            auto=auto,
-            reason=reason,
-            messages=_loads(messages_text) or [],
-            tools=_loads(tools_text),
-            expected=_loads(expected_text),
-            rejected=_loads(rejected_text),
-            split=split_,
-            labels=labels or {},
-            reviewers=reviewers or [],
-            tags=tags or [],
-            attachments=attachments or [],
-            confidence=confidence,
-            decided_at=decided_at.isoformat() if decided_at else None,
-            version_id=version.pk,
-            content_hash=digest,
-        )
-        if redactor is not None and redactor.may_contain(messages_text, expected_text, rejected_text, reason, labels):
-            redactor.redact_case(case)
-        yield case
+    loads, version_id = orjson.loads, version.pk
+    for rows in _stream_chunks(qs.values_list(*VERSION_FIELDS), _plain_chunks):
+        for row in rows:
+            (step_id, item_id, agent, queue, kind, name, verdict, auto, reason, messages_text, tools_text,
+             expected_text, rejected_text, split_, labels_text, reviewers_text, tags_text, attachments_text,
+             confidence, decided_at, digest) = row  # fmt: skip
+            # Positional, in Case's field order (keyword arguments cost a microsecond a row).
+            case = Case(
+                step_id,
+                item_id,
+                agent,
+                queue,
+                kind,
+                name,
+                verdict,
+                auto,
+                reason,
+                (loads(messages_text) if messages_text is not None else None) or [],
+                loads(tools_text) if tools_text is not None else None,
+                loads(expected_text) if expected_text is not None else None,
+                loads(rejected_text) if rejected_text is not None else None,
+                split_,
+                (loads(labels_text) if labels_text is not None else None) or {},
+                (loads(reviewers_text) if reviewers_text is not None else None) or [],
+                (loads(tags_text) if tags_text is not None else None) or [],
+                (loads(attachments_text) if attachments_text is not None else None) or [],
+                confidence,
+                decided_at.isoformat() if decided_at else None,
+                version_id,
+                digest,
+            )
+            if redactor is not None and redactor.may_contain(
+                messages_text, expected_text, rejected_text, reason, labels_text
+            ):
+                redactor.redact_case(case)
+            yield case
