@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -56,9 +57,26 @@ class Case:
 
 
 def split_for(step_id: int, test_ratio: float) -> str:
-    """Stable train/test side of a step: a hash of its id, so it never moves between versions."""
+    """Stable train/test side of a step: a hash of its id, so it never moves between versions.
+    The side is "test" when int(digest) / 2**64 < test_ratio, decided by comparing the digest
+    bytes with the first 8-byte value on the train side (same result, less work a row)."""
     digest = hashlib.blake2b(b"rq-split:%d" % step_id, digest_size=8).digest()
-    return "test" if int.from_bytes(digest, "big") / 2**64 < test_ratio else "train"
+    return "test" if digest < _train_from(test_ratio) else "train"
+
+
+@lru_cache(maxsize=64)
+def _train_from(test_ratio: float) -> bytes:
+    """The smallest n (as 8 big-endian bytes) with n / 2**64 >= test_ratio; b"\xff" * 9 (above
+    every digest) when there is none. Binary search: Python's int division rounds correctly
+    and is monotonic in n."""
+    low, high = 0, 2**64  # the answer is in [low, high]; high means "none"
+    while low < high:
+        middle = (low + high) // 2
+        if middle / 2**64 >= test_ratio:
+            high = middle
+        else:
+            low = middle + 1
+    return low.to_bytes(8, "big") if low < 2**64 else b"\xff" * 9
 
 
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:
@@ -82,14 +100,46 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     return out
 
 
-_PLAIN_ROLES = ("system", "user", "assistant")
+_PLAIN_ROLES = frozenset(("system", "user", "assistant"))
+_ASSISTANT_KEYS = ("role", "content", "tool_calls")
+_TOOL_KEYS = ("role", "content", "tool_call_id")
+_CALL_KEYS = ("id", "type", "function")
+_FUNCTION_KEYS = ("name", "arguments")
+
+
+def _canonical_calls(calls: Any) -> bool:
+    """Whether tool calls are already exactly what `_tool_calls` would make of them."""
+    if type(calls) is not list or not calls:
+        return False
+    for call in calls:
+        if type(call) is not dict or tuple(call) != _CALL_KEYS or call["type"] != "function":
+            return False
+        function, call_id = call["function"], call["id"]
+        if type(call_id) is not str or not call_id or type(function) is not dict:
+            return False
+        if tuple(function) != _FUNCTION_KEYS or type(function["name"]) is not str:
+            return False
+        if type(function["arguments"]) is not str:
+            return False
+    return True
 
 
 def normalize_message(message: Any) -> dict[str, Any]:
-    plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
-    if plain and message.get("role") in _PLAIN_ROLES:  # already in our form (the common case): keep it
-        return message
-    if not isinstance(message, dict):
+    if type(message) is dict:
+        # Already in our form (the common cases: plain text, a tool result, canonical tool
+        # calls): keep the very dict, as the general path below would rebuild it equal.
+        size = len(message)
+        if size == 2:
+            if type(message.get("content")) is str and message.get("role") in _PLAIN_ROLES:
+                return message
+        elif size == 3:
+            keys = tuple(message)
+            if keys == _TOOL_KEYS:
+                if message["role"] == "tool" and type(message["tool_call_id"]) is str:
+                    return message
+            elif keys == _ASSISTANT_KEYS and message["role"] == "assistant" and _canonical_calls(message["tool_calls"]):
+                return message
+    elif not isinstance(message, dict):
         return {"role": "user", "content": message if isinstance(message, str) else dumps(message)}
     role = message.get("role") or "user"
     out: dict[str, Any] = {"role": role, "content": message.get("content")}
@@ -115,7 +165,14 @@ def normalize_input(value: Any) -> tuple[list[dict[str, Any]], list[dict[str, An
     if isinstance(value, str):
         return [{"role": "user", "content": value}], tools
     if isinstance(value, list):
-        return [normalize_message(m) for m in value], tools
+        messages = []
+        for message in value:  # plain messages inline: this runs for every message exported
+            plain = type(message) is dict and len(message) == 2 and type(message.get("content")) is str
+            if plain and message.get("role") in _PLAIN_ROLES:
+                messages.append(message)
+                continue
+            messages.append(normalize_message(message))
+        return messages, tools
     return [{"role": "user", "content": dumps(value)}], tools
 
 
@@ -124,6 +181,9 @@ def normalize_output(value: Any) -> dict[str, Any] | None:
     A tool result keeps role "tool": it is context, never a target."""
     if value is None:
         return None
+    plain = type(value) is dict and len(value) == 2 and value.get("role") == "assistant"
+    if plain and type(value.get("content")) is str:  # the common case: already our form
+        return value
     if isinstance(value, str):
         return {"role": "assistant", "content": value}
     if isinstance(value, dict) and (value.get("role") in ("assistant", "tool") or "tool_calls" in value):

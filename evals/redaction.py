@@ -108,7 +108,7 @@ class Redactor:
         string in them can be redacted."""
         if self.always_walk:
             return True
-        texts = [t if isinstance(t, str) else orjson.dumps(t).decode() for t in raw_texts if t]
+        texts = [t if type(t) is str else orjson.dumps(t).decode() for t in raw_texts if t]
         return self._hit("\n".join(texts))
 
     def _hit(self, text: str) -> bool:

@@ -3,6 +3,7 @@ versions, start exports and watch their progress, download files. htmx swaps the
 
 from __future__ import annotations
 
+from contextlib import closing
 from itertools import islice
 from typing import Any
 
@@ -49,14 +50,15 @@ def _preview(form: DatasetFilterForm) -> dict[str, Any]:
     records: list[str] = []
     skipped = 0
     cases = selectors.step_cases(filters=filters, test_ratio=0.1 if ratio is None else ratio, redactor=Redactor())
-    for case in islice(cases, PREVIEW_SCAN):
-        produced = fmt.records(case, ctx)
-        if isinstance(produced, str):
-            skipped += 1
-            continue
-        records.extend(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() for r in produced)
-        if len(records) >= PREVIEW_RECORDS:
-            break
+    with closing(cases):  # stops the reader (and its cursor) now, not when garbage-collected
+        for case in islice(cases, PREVIEW_SCAN):
+            produced = fmt.records(case, ctx)
+            if isinstance(produced, str):
+                skipped += 1
+                continue
+            records.extend(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() for r in produced)
+            if len(records) >= PREVIEW_RECORDS:
+                break
     return {
         "count": selectors.decided_steps(filters=filters).count(),
         "records": records[:PREVIEW_RECORDS],

@@ -6,6 +6,7 @@ arguments are JSON strings. Images (SFT only) are `image_url` data URLs in the l
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from evals.cases import CORRECTED, REJECTED, Case, dumps, is_tool_result
@@ -14,6 +15,8 @@ from evals.formats.base import IMAGE_TYPES, ExportContext, Format
 ROLES = {"system", "user", "assistant", "tool", "function"}
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_IMAGES = 64
+_PLAIN_KEYS, _PLAIN_ROLES = ("role", "content"), frozenset(("system", "user"))
+_TOOL_KEYS = ("role", "content", "tool_call_id")
 
 
 class Unusable(Exception):
@@ -29,14 +32,16 @@ def _text(content: Any) -> str:
 
 
 def _assistant(message: dict[str, Any], *, weight: int | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": "assistant"}
-    text = _text(message.get("content"))
-    calls = message.get("tool_calls") or []
+    content = message.get("content")
+    text = content if type(content) is str else _text(content)
+    calls = message.get("tool_calls")
     if text:
-        out["content"] = text
-    if calls:
-        out["tool_calls"] = calls
-    if not text and not calls:
+        out: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            out["tool_calls"] = calls
+    elif calls:
+        out = {"role": "assistant", "tool_calls": calls}
+    else:
         raise Unusable("empty assistant message")
     if weight is not None:
         out["weight"] = weight
@@ -46,36 +51,48 @@ def _assistant(message: dict[str, Any], *, weight: int | None = None) -> dict[st
 def chat_messages(case: Case, *, weights: bool, images: bool, ctx: ExportContext) -> list[dict[str, Any]]:
     """The context in OpenAI fine-tuning shape: allowed keys per role, no empty content."""
     out: list[dict[str, Any]] = []
+    append = out.append
+    context_weight = 0 if weights else None
     for message in case.messages:
         role = message.get("role")
-        role = "system" if role == "developer" else role if role in ROLES else "user"
+        if type(message.get("content")) is str and message["content"]:  # keep a message already in shape
+            keys = tuple(message)
+            if keys == _PLAIN_KEYS and role in _PLAIN_ROLES:
+                append(message)
+                continue
+            if keys == _TOOL_KEYS and role == "tool" and type(message["tool_call_id"]) is str:
+                append(message)
+                continue
+        if role not in ROLES:
+            role = "system" if role == "developer" else "user"
         if role == "assistant":
-            out.append(_assistant(message, weight=0 if weights else None))
+            append(_assistant(message, weight=context_weight))
             continue
         content = message.get("content")
-        if role == "user" and isinstance(content, list):
-            parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
-            content = parts if images and any(p["type"] == "image_url" for p in parts) else _text(parts)
-        else:
-            content = _text(content)
+        if type(content) is not str:
+            if role == "user" and isinstance(content, list):
+                parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
+                content = parts if images and any(p["type"] == "image_url" for p in parts) else _text(parts)
+            else:
+                content = _text(content)
         if not content:
             raise Unusable(f"empty {role} message in the context")
-        entry: dict[str, Any] = {"role": role, "content": content}
         if role == "tool":
-            entry["tool_call_id"] = message.get("tool_call_id") or ""
-        elif message.get("name") and role != "function":
-            entry["name"] = message["name"]
-        out.append(entry)
+            append({"role": role, "content": content, "tool_call_id": message.get("tool_call_id") or ""})
+        elif role != "function" and message.get("name"):
+            append({"role": role, "content": content, "name": message["name"]})
+        else:
+            append({"role": role, "content": content})
     if images and case.attachments:
         _attach_images(out, case, ctx)
     return out
 
 
 def _attach_images(messages: list[dict[str, Any]], case: Case, ctx: ExportContext) -> None:
-    users = [m for m in messages if m["role"] == "user"]
+    users = [index for index, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise Unusable("images need a user message to go in")
-    target = users[-1]
+    target = messages[users[-1]] = dict(messages[users[-1]])  # a copy: it may be the case's own dict
     parts = target["content"] if isinstance(target["content"], list) else [{"type": "text", "text": target["content"]}]
     for attachment in case.attachments[:MAX_IMAGES]:
         if attachment.get("content_type") not in IMAGE_TYPES:
@@ -86,14 +103,21 @@ def _attach_images(messages: list[dict[str, Any]], case: Case, ctx: ExportContex
     target["content"] = parts
 
 
+@lru_cache(maxsize=4096)
+def _tool_name_ok(name: str) -> bool:
+    return TOOL_NAME.match(name) is not None
+
+
 def declared_tools(case: Case, messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The step's tools, plus a minimal declaration for any called function it did not declare."""
-    tools = [t for t in (case.tools or []) if isinstance(t, dict) and t.get("type") == "function"]
+    tools = [t for t in (case.tools or ()) if isinstance(t, dict) and t.get("type") == "function"]
     declared = {t.get("function", {}).get("name") for t in tools}
     for message in messages:
-        for call in message.get("tool_calls") or []:
+        if "tool_calls" not in message:
+            continue
+        for call in message["tool_calls"]:
             name = call["function"]["name"]
-            if not TOOL_NAME.match(name):
+            if not _tool_name_ok(name):
                 raise Unusable(f"tool name {name!r} is not allowed by OpenAI")
             if name not in declared:
                 declared.add(name)
