@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -284,6 +285,31 @@ def _claim_export(export_id: int) -> Export | None:
     return export
 
 
+def write_progress(db: Any, export_id: int, cases_read: int, rows: int) -> None:
+    """Record an export's progress, committed at once. It also keeps started_at fresh: the
+    heartbeat that tells a live run from a dead one."""
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Export._meta.db_table} SET rows_done = %s, rows = %s, started_at = %s WHERE id = %s",
+            [cases_read, rows, db.ops.adapt_datetimefield_value(timezone.now()), export_id],
+        )
+
+
+@contextmanager
+def _progress_writer(export_id: int) -> Iterator[Callable[[int, int], None]]:
+    """`progress(cases_read, rows)` for an export. On PostgreSQL the export streams inside a
+    transaction, and progress written there would stay invisible (and the export's row locked)
+    until the end: there it goes through a second connection of its own, in autocommit."""
+    if connection.vendor != "postgresql":
+        yield lambda cases_read, rows: write_progress(connection, export_id, cases_read, rows)
+        return
+    side = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        yield lambda cases_read, rows: write_progress(side, export_id, cases_read, rows)
+    finally:
+        side.close()
+
+
 def run_export(*, export_id: int) -> Export | None:
     """Do one export: stream to a temporary file, rename, then mark it done. Any error marks it
     failed and removes the partial files; a killed worker leaves it `running`, and the retry
@@ -302,19 +328,16 @@ def run_export(*, export_id: int) -> Export | None:
         export.rows_total = selectors.decided_steps(filters=export.filters).count()
     Export.objects.filter(pk=export.pk).update(rows_total=export.rows_total)
 
-    def progress(cases_read: int, rows: int) -> None:
-        # Keeps started_at fresh too: it is the heartbeat that tells a live run from a dead one.
-        Export.objects.filter(pk=export.pk).update(rows_done=cases_read, rows=rows, started_at=timezone.now())
-
     try:
-        result = export_to_path(
-            fmt_name=export.format,
-            out=out,
-            version=export.version,
-            filters=export.filters,
-            split=export.split,
-            progress=progress,
-        )
+        with _progress_writer(export.pk) as progress:
+            result = export_to_path(
+                fmt_name=export.format,
+                out=out,
+                version=export.version,
+                filters=export.filters,
+                split=export.split,
+                progress=progress,
+            )
     except Exception as exc:
         logger.exception("export %s failed", export.pk)
         Export.objects.filter(pk=export.pk).update(

@@ -211,3 +211,36 @@ def test_admin_lists_datasets_versions_and_exports(corpus, admin_client):
         response = admin_client.get(f"/admin/evals/{model}/")
         assert response.status_code == 200, model
     assert admin_client.get("/admin/evals/export/add/").status_code == 403
+
+
+@pytest.mark.postgres
+def test_progress_is_visible_to_other_connections_while_the_export_streams(
+    transactional_db, corpus, monkeypatch
+) -> None:
+    """On PostgreSQL the rows stream inside a transaction; the progress (and its heartbeat) must
+    still be committed as it goes, or the progress bar stands still and the export's row stays
+    locked until the end."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    from evals import exporting
+
+    monkeypatch.setattr(exporting, "PROGRESS_EVERY", 1)
+    export, _ = services.create_export(fmt_name="jsonl", filters={}, enqueue=False)
+    seen: list[int] = []
+    write = services.write_progress
+
+    def write_and_look(db, export_id, cases_read, rows):
+        write(db, export_id, cases_read, rows)
+        observer = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with observer.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '2s'")  # the row must not be locked by the export
+                cursor.execute("SELECT rows_done FROM evals_export WHERE id = %s FOR UPDATE", [export_id])
+                seen.append(cursor.fetchone()[0])
+        finally:
+            observer.close()
+
+    monkeypatch.setattr(services, "write_progress", write_and_look)
+    done = services.run_export(export_id=export.pk)
+    assert done.status == ExportStatus.DONE and done.rows_done > 3
+    assert seen[:3] == [1, 2, 3] and seen[-1] == done.rows_done
