@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -38,6 +39,26 @@ def _proc_status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "Threads"):
             values[key] = int(rest.split()[0])
     return values  # VmRSS in kB
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_idle(pid: int, *, quiet: float = 0.01, window: float = 0.3, limit: float = 30.0) -> None:
+    """Until the process uses under `quiet` CPU seconds in a `window`: a waiter counts as
+    registered before its first read of the decision, so right after the last registration
+    the server is still working through up to 1,000 of those reads."""
+    deadline = time.monotonic() + limit
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = _cpu_seconds(pid)
+        if now - before < quiet:
+            return
+        before = now
 
 
 def create_waiting_steps(count: int) -> tuple[str, list[int]]:
@@ -141,7 +162,7 @@ def figure_long_poll(database_url: str, *, waiters: int) -> list[Figure]:
             if waiting >= waiters:
                 break
             time.sleep(0.2)
-        time.sleep(1.0)  # let the process settle with everyone waiting
+        _wait_until_idle(pid)  # every agent is now blocked on its event, none still reading
         busy = _proc_status(pid)
         registered = http.request("GET", "/bench/waiters").json()["waiting"]
 
