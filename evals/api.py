@@ -2,6 +2,7 @@
 
 - POST /api/v1/exports {"format", "filters"? | "version"? | "dataset"?, "split"?} → 202 with the
   export (a version already exported in that format and split answers its stored export).
+- GET /api/v1/exports → every export, newest first (cursor-paginated; ?status=, ?format=, ?dataset=).
 - GET /api/v1/exports/{id} → status, progress, rows; GET .../download and .../manifest stream files.
 - GET/POST /api/v1/datasets; GET/PATCH/DELETE /api/v1/datasets/{name};
   GET/POST /api/v1/datasets/{name}/versions (POST freezes); GET .../versions/{number}.
@@ -15,8 +16,10 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -86,8 +89,55 @@ def dataset_json(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+class ExportPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class JSONOnly(DefaultContentNegotiation):
+    """Always the JSON renderer: here `?format=` filters exports by format, it picks no renderer."""
+
+    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
 class ExportCreateView(APIView):
     permission_classes = [IsAdminUser]
+    content_negotiation_class = JSONOnly
+
+    @extend_schema(
+        operation_id="exports_list",
+        summary="Exports, newest first (cursor-paginated); filter by status, format, dataset",
+        parameters=[
+            OpenApiParameter("status", str, enum=list(ExportStatus.values)),
+            OpenApiParameter("format", str, enum=list(NAMES)),
+            OpenApiParameter("dataset", str, description="a dataset's name: exports of its versions"),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request: Request) -> Response:
+        exports = Export.objects.all()
+        errors: dict[str, list[str]] = {}
+        wanted = request.query_params.get("status")
+        if wanted is not None:
+            if wanted not in ExportStatus.values:
+                errors["status"] = [f"must be one of: {', '.join(ExportStatus.values)}"]
+            exports = exports.filter(status=wanted)
+        fmt = request.query_params.get("format")
+        if fmt is not None:
+            if fmt not in NAMES:
+                errors["format"] = [f"must be one of: {', '.join(NAMES)}"]
+            exports = exports.filter(format=fmt)
+        dataset = request.query_params.get("dataset")
+        if dataset is not None:
+            exports = exports.filter(version__dataset__name=dataset)
+        if errors:
+            return bad_request(errors)
+        paginator = ExportPagination()
+        page = paginator.paginate_queryset(exports, request, view=self)
+        return paginator.get_paginated_response([export_json(export) for export in page])
 
     @extend_schema(operation_id="exports_create", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:

@@ -60,6 +60,36 @@ def test_export_is_queued_run_by_the_task_and_downloaded(corpus, staff, django_c
     assert json.loads(manifest[-1])["summary"]["rows"] == 15
 
 
+def test_exports_are_listed_newest_first_paginated_and_filtered(corpus, staff) -> None:
+    client = client_for(staff)
+    assert client.post("/api/v1/datasets", {"name": "support"}, format="json").status_code == 201
+    version = client.post("/api/v1/datasets/support/versions").json()
+    ids = [
+        services.create_export(fmt_name=fmt, filters={}, enqueue=False)[0].pk
+        for fmt in ("jsonl", "openai-sft", "inspect")
+    ]
+    from_version = client.post("/api/v1/exports", {"format": "csv", "version": version["id"]}, format="json").json()
+    tasks.run_export(ids[0])
+
+    page = client.get("/api/v1/exports", {"page_size": 2}).json()
+    assert [e["id"] for e in page["results"]] == [from_version["id"], ids[2]]
+    rest = client.get(page["next"]).json()
+    assert [e["id"] for e in rest["results"]] == [ids[1], ids[0]] and rest["next"] is None
+    assert rest["results"][-1]["status"] == "done" and rest["results"][-1]["download_url"]
+
+    done = client.get("/api/v1/exports", {"status": "done"}).json()["results"]
+    assert [e["id"] for e in done] == [ids[0]]
+    assert [e["id"] for e in client.get("/api/v1/exports", {"format": "inspect"}).json()["results"]] == [ids[2]]
+    by_dataset = client.get("/api/v1/exports", {"dataset": "support"}).json()["results"]
+    assert [e["id"] for e in by_dataset] == [from_version["id"]]
+
+    bad = client.get("/api/v1/exports", {"status": "finished"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("status: must be one of")
+    assert client.get("/api/v1/exports", {"format": "xml"}).status_code == 400
+    reviewer = client_for(UserFactory(username="rev"))
+    assert reviewer.get("/api/v1/exports").status_code == 403
+
+
 def test_a_version_exported_twice_is_served_from_the_stored_file(corpus, staff, django_capture_on_commit_callbacks):
     client = client_for(staff)
     assert client.post("/api/v1/datasets", {"name": "support"}, format="json").status_code == 201
