@@ -22,7 +22,7 @@ from evals.exporting import ExportResult, manifest_path_for, remove_stale_parts,
 from evals.formats import ExportContext, get_format
 from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus
 from evals.redaction import RedactionError, Redactor, validate_patterns
-from reviewqueue.core import audit
+from reviewqueue.core import audit, rows
 from reviewqueue.review.models import Decision
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,13 @@ def freeze_version(*, dataset: Dataset, actor: Any = None) -> DatasetVersion:
         )
         seen = 0
         batch: list[EvalCase] = []
+        hashes: set[bytes] = set()  # exact duplicates: the first one stays (digests, not cases, in memory)
         for case in selectors.step_cases(filters=locked.filters, test_ratio=locked.test_ratio):
             seen += 1
+            digest_bytes = bytes.fromhex(case.content_hash)
+            if digest_bytes in hashes:
+                continue
+            hashes.add(digest_bytes)
             batch.append(
                 EvalCase(
                     version=version,
@@ -162,10 +167,9 @@ def freeze_version(*, dataset: Dataset, actor: Any = None) -> DatasetVersion:
                 )
             )
             if len(batch) >= FREEZE_BATCH:
-                EvalCase.objects.bulk_create(batch, ignore_conflicts=True)
+                rows.load_many(batch)
                 batch = []
-        if batch:
-            EvalCase.objects.bulk_create(batch, ignore_conflicts=True)
+        rows.load_many(batch)
         cases = EvalCase.objects.filter(version=version)
         digest = hashlib.sha256()
         for value in cases.order_by("position").values_list("content_hash", flat=True).iterator(chunk_size=5000):
