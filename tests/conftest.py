@@ -7,6 +7,8 @@ import os
 import pytest
 from django.conf import settings
 
+from tests.factories import QueueFactory, UserFactory
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `postgres` need PostgreSQL; on SQLite they are deselected (not skipped),
@@ -33,3 +35,24 @@ def _media_root(tmp_path, settings) -> None:
 @pytest.fixture
 def on_postgres() -> bool:
     return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+# People and a queue that the review and API tests share (a test module may define its own).
+@pytest.fixture
+def alice():
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def bob():
+    return UserFactory(username="bob")
+
+
+@pytest.fixture
+def boss():
+    return UserFactory(username="boss", is_staff=True)
+
+
+@pytest.fixture
+def queue(alice, bob):
+    return QueueFactory(slug="answers", members=[alice, bob])

@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -98,12 +97,10 @@ def api_key_by_hash(key_hash: str) -> ApiKey | None:
         f"SELECT {_KEY.sql}, {_KEY_AGENT.sql} FROM {ApiKey._meta.db_table} k"
         f" JOIN {Agent._meta.db_table} a ON a.id = k.agent_id WHERE k.key_hash = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key_hash])
-        row = cursor.fetchone()
-    if row is None:
+    found = rows.fetch_one(sql, [key_hash], _KEY, _KEY_AGENT)
+    if found is None:
         return None
-    (key, agent), _ = rows.load_row(row, _KEY, _KEY_AGENT)
+    key, agent = found
     key.agent = agent
     return key
 
@@ -121,12 +118,10 @@ class ReviewerTokenAuthentication(authentication.TokenAuthentication):
             f"SELECT {_TOKEN.sql}, {_TOKEN_USER.sql} FROM {Token._meta.db_table} t"
             f" JOIN {_TOKEN_USER.model._meta.db_table} u ON u.id = t.user_id WHERE t.key = %s"
         )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [key])
-            row = cursor.fetchone()
-        if row is None:
+        found = rows.fetch_one(sql, [key], _TOKEN, _TOKEN_USER)
+        if found is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
-        (token, user), _ = rows.load_row(row, _TOKEN, _TOKEN_USER)
+        token, user = found
         if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         token.user = user

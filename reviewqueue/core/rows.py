@@ -58,6 +58,15 @@ def load_row(row: Sequence[Any], *parts: Columns) -> tuple[list[models.Model], l
     return instances, list(row[position:])
 
 
+def fetch_one(sql: str, params: Sequence[Any], *parts: Columns) -> list[models.Model] | None:
+    """Run `sql` (selecting `parts[0].sql, parts[1].sql, …`) and load its first row's instances,
+    or None when it returns no row."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else load_row(row, *parts)[0]
+
+
 def insert(objs: Sequence[models.Model]) -> None:
     """INSERT unsaved instances of one model in one statement (VALUES rows; no UNNEST, which
     PostgreSQL plans slowly for JSON arrays) and set their primary keys from RETURNING."""

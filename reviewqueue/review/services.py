@@ -199,10 +199,8 @@ def _candidate_sql(
 
 def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewItem | None:
     """Run `sql` (selecting or returning `columns` of one item row) and load the row, if any."""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return columns.load(row) if row is not None else None
+    found = rows.fetch_one(sql, params, columns)
+    return found[0] if found is not None else None
 
 
 def _claim_returning(sql: str, params: list[Any]) -> ReviewItem | None:

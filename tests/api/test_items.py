@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from reviewqueue.review.models import Decision, ItemStatus, Review, ReviewItem
 from reviewqueue.review.services import claim_next_item
-from tests.factories import QueueFactory, ReviewItemFactory, UserFactory
+from tests.factories import ReviewItemFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -19,26 +19,6 @@ def client_for(user) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
-
-
-@pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return UserFactory(username="bob")
-
-
-@pytest.fixture
-def boss():
-    return UserFactory(username="boss", is_staff=True)
-
-
-@pytest.fixture
-def queue(alice, bob):
-    return QueueFactory(slug="answers", members=[alice, bob])
 
 
 @pytest.fixture

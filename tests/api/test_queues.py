@@ -21,16 +21,6 @@ def client_for(user) -> APIClient:
 
 
 @pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def boss():
-    return UserFactory(username="boss", is_staff=True)
-
-
-@pytest.fixture
 def queue(alice):
     return QueueFactory(slug="answers", name="Answers", members=[alice])
 

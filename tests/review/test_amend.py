@@ -17,24 +17,9 @@ from reviewqueue.review.services import (
     skip_item,
     submit_review,
 )
-from tests.factories import QueueFactory, ReviewItemFactory, UserFactory
+from tests.factories import QueueFactory, ReviewItemFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return UserFactory(username="bob")
-
-
-@pytest.fixture
-def queue(alice, bob):
-    return QueueFactory(slug="answers", members=[alice, bob])
 
 
 def decide(queue, user, verdict="approve", **kwargs):

@@ -21,26 +21,6 @@ from tests.factories import QueueFactory, ReviewItemFactory, StepFactory, UserFa
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return UserFactory(username="bob")
-
-
-@pytest.fixture
-def boss():
-    return UserFactory(username="boss", is_staff=True)
-
-
-@pytest.fixture
-def queue(alice, bob):
-    return QueueFactory(slug="answers", members=[alice, bob])
-
-
 def claim_events(item: ReviewItem) -> list[AuditEvent]:
     return list(
         AuditEvent.objects.filter(object_type="reviewitem", object_id=str(item.pk), action="item.claimed").order_by(

@@ -35,21 +35,6 @@ from tests.factories import QueueFactory, ReviewItemFactory, UserFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice():
-    return UserFactory(username="alice")
-
-
-@pytest.fixture
-def bob():
-    return UserFactory(username="bob")
-
-
-@pytest.fixture
-def queue(alice, bob):
-    return QueueFactory(slug="answers", members=[alice, bob])
-
-
 def actions(item: ReviewItem) -> list[str]:
     return list(
         AuditEvent.objects.filter(object_type="reviewitem", object_id=str(item.pk))
