@@ -8,14 +8,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from django.conf import settings
 
-from evals.cases import Case
+from evals.cases import CORRECTED, REJECTED, Case, dumps, is_tool_result
 
 # A format turns one case into records (one line each), or gives the reason it has none.
 RecordsFn = Callable[[Case, "ExportContext"], "list[dict[str, Any]] | str"]
 
 IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+class Unusable(Exception):
+    """The case cannot make a valid record in this format; the message is the skip reason."""
+
+
+def content_text(content: Any) -> str:
+    """A message's content as plain text (the text parts of a content list; other values as JSON)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else dumps(content)
+
+
+def arguments_object(raw: str) -> dict[str, Any]:
+    """Tool-call arguments (a JSON string, as OpenAI writes them) as the object that TRL and
+    Inspect want; text that is not a JSON object is kept under `_raw` / `_value`."""
+    try:
+        value = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def sft_skip_reason(case: Case) -> str | None:
+    """Why the case makes no fine-tuning example (rejected steps are never SFT targets), or None."""
+    if case.expected is None:
+        return "rejected without correction" if case.verdict == REJECTED else "no expected output"
+    if is_tool_result(case.expected):
+        return "tool result (context only)"
+    return None
+
+
+def dpo_skip_reason(case: Case) -> str | None:
+    """Why the case makes no preference pair (only corrections do), or None."""
+    if case.verdict != CORRECTED or case.expected is None or case.rejected is None:
+        return "not a correction (no preference pair)"
+    if is_tool_result(case.expected) or is_tool_result(case.rejected):
+        return "tool result (context only)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from evals.cases import REJECTED, Case, dumps, is_tool_result, message_text
-from evals.formats.base import IMAGE_TYPES, ExportContext, Format, review_metadata
-from evals.formats.openai import _text
+from evals.formats.base import IMAGE_TYPES, ExportContext, Format, arguments_object, content_text, review_metadata
 
 NO_NEGATIVE = "rejected without correction (the format has no negative case)"
-
-
-def _arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_value": value}
 
 
 def _usable_expected(case: Case) -> str | None:
@@ -46,7 +35,7 @@ def inspect_messages(case: Case, ctx: ExportContext) -> list[dict[str, Any]]:
         role = message.get("role")
         role = "system" if role == "developer" else role if role in ("system", "user", "assistant", "tool") else "user"
         if role == "assistant":
-            entry: dict[str, Any] = {"role": "assistant", "content": _text(message.get("content"))}
+            entry: dict[str, Any] = {"role": "assistant", "content": content_text(message.get("content"))}
             calls = message.get("tool_calls") or []
             if calls:
                 entry["tool_calls"] = []
@@ -56,7 +45,7 @@ def inspect_messages(case: Case, ctx: ExportContext) -> list[dict[str, Any]]:
                         {
                             "id": call["id"],
                             "function": call["function"]["name"],
-                            "arguments": _arguments(call["function"]["arguments"]),
+                            "arguments": arguments_object(call["function"]["arguments"]),
                             "type": "function",
                         }
                     )
@@ -66,13 +55,13 @@ def inspect_messages(case: Case, ctx: ExportContext) -> list[dict[str, Any]]:
             out.append(
                 {
                     "role": "tool",
-                    "content": _text(message.get("content")),
+                    "content": content_text(message.get("content")),
                     "tool_call_id": call_id,
                     "function": message.get("name") or names.get(call_id, "tool"),
                 }
             )
         else:
-            out.append({"role": role, "content": _text(message.get("content"))})
+            out.append({"role": role, "content": content_text(message.get("content"))})
     images = [a for a in case.attachments if a.get("content_type") in IMAGE_TYPES]
     users = [m for m in out if m["role"] == "user"]
     if images and users:
@@ -112,10 +101,10 @@ def plain_chat(case: Case) -> list[dict[str, str]]:
             out.append({"role": "assistant", "content": message_text(message)})
         elif role == "tool":
             name = message.get("name") or "tool"
-            out.append({"role": "user", "content": f"[{name} result] {_text(message.get('content'))}"})
+            out.append({"role": "user", "content": f"[{name} result] {content_text(message.get('content'))}"})
         else:
             role = "system" if role in ("system", "developer") else "user"
-            out.append({"role": role, "content": _text(message.get("content"))})
+            out.append({"role": role, "content": content_text(message.get("content"))})
     return out
 
 
@@ -134,7 +123,7 @@ def openai_evals_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]]
 def _last_user_text(case: Case) -> str:
     for message in reversed(case.messages):
         if message.get("role") == "user":
-            return _text(message.get("content"))
+            return content_text(message.get("content"))
     return ""
 
 
@@ -195,11 +184,11 @@ def deepeval_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | s
         "comments": case.reason,
         "additional_metadata": review_metadata(case),
     }
-    if _text(expected.get("content")):
-        record["expected_output"] = _text(expected.get("content"))
+    if content_text(expected.get("content")):
+        record["expected_output"] = content_text(expected.get("content"))
     if expected.get("tool_calls"):
         record["expected_tools"] = [
-            {"name": c["function"]["name"], "input_parameters": _arguments(c["function"]["arguments"])}
+            {"name": c["function"]["name"], "input_parameters": arguments_object(c["function"]["arguments"])}
             for c in expected["tool_calls"]
         ]
     if case.attachments:

@@ -9,8 +9,16 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from evals.cases import CORRECTED, REJECTED, Case, dumps, is_tool_result
-from evals.formats.base import IMAGE_TYPES, ExportContext, Format
+from evals.cases import Case
+from evals.formats.base import (
+    IMAGE_TYPES,
+    ExportContext,
+    Format,
+    Unusable,
+    content_text,
+    dpo_skip_reason,
+    sft_skip_reason,
+)
 
 ROLES = {"system", "user", "assistant", "tool", "function"}
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -19,21 +27,9 @@ _PLAIN_KEYS, _PLAIN_ROLES = ("role", "content"), frozenset(("system", "user"))
 _TOOL_KEYS = ("role", "content", "tool_call_id")
 
 
-class Unusable(Exception):
-    """The case cannot make a valid record in this format; the message is the skip reason."""
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else dumps(content)
-
-
 def _assistant(message: dict[str, Any], *, weight: int | None = None) -> dict[str, Any]:
     content = message.get("content")
-    text = content if type(content) is str else _text(content)
+    text = content if type(content) is str else content_text(content)
     calls = message.get("tool_calls")
     if text:
         out: dict[str, Any] = {"role": "assistant", "content": text}
@@ -72,9 +68,9 @@ def chat_messages(case: Case, *, weights: bool, images: bool, ctx: ExportContext
         if type(content) is not str:
             if role == "user" and isinstance(content, list):
                 parts = [p for p in content if isinstance(p, dict) and p.get("type") in ("text", "image_url")]
-                content = parts if images and any(p["type"] == "image_url" for p in parts) else _text(parts)
+                content = parts if images and any(p["type"] == "image_url" for p in parts) else content_text(parts)
             else:
-                content = _text(content)
+                content = content_text(content)
         if not content:
             raise Unusable(f"empty {role} message in the context")
         if role == "tool":
@@ -128,10 +124,8 @@ def declared_tools(case: Case, messages: list[dict[str, Any]]) -> list[dict[str,
 
 
 def sft_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
-    if case.expected is None:
-        return "rejected without correction" if case.verdict == REJECTED else "no expected output"
-    if is_tool_result(case.expected):
-        return "tool result (context only)"
+    if (skip := sft_skip_reason(case)) is not None:
+        return skip
     try:
         messages = chat_messages(case, weights=True, images=True, ctx=ctx)
         messages.append(_assistant(case.expected, weight=1))
@@ -146,10 +140,8 @@ def sft_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
 
 
 def dpo_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
-    if case.verdict != CORRECTED or case.expected is None or case.rejected is None:
-        return "not a correction (no preference pair)"
-    if is_tool_result(case.expected) or is_tool_result(case.rejected):
-        return "tool result (context only)"
+    if (skip := dpo_skip_reason(case)) is not None:
+        return skip
     try:
         messages = chat_messages(case, weights=False, images=False, ctx=ctx)
         preferred, non_preferred = _assistant(case.expected), _assistant(case.rejected)

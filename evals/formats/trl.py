@@ -9,35 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from evals.cases import CORRECTED, REJECTED, Case, dumps, is_tool_result
-from evals.formats.base import IMAGE_TYPES, ExportContext, Format
-from evals.formats.openai import _text
+from evals.cases import Case, dumps
+from evals.formats.base import (
+    IMAGE_TYPES,
+    ExportContext,
+    Format,
+    Unusable,
+    arguments_object,
+    content_text,
+    dpo_skip_reason,
+    sft_skip_reason,
+)
 
 ROLES = {"system", "user", "assistant", "tool"}
 
 
-class Unusable(Exception):
-    pass
-
-
-def _arguments(raw: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError:
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_value": value}
-
-
 def _assistant(message: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": "assistant", "content": _text(message.get("content"))}
+    out: dict[str, Any] = {"role": "assistant", "content": content_text(message.get("content"))}
     calls = message.get("tool_calls") or []
     if calls:
         out["tool_calls"] = [
             {
                 "type": "function",
-                "function": {"name": c["function"]["name"], "arguments": _arguments(c["function"]["arguments"])},
+                "function": {"name": c["function"]["name"], "arguments": arguments_object(c["function"]["arguments"])},
             }
             for c in calls
         ]
@@ -58,9 +52,9 @@ def trl_messages(case: Case) -> list[dict[str, Any]]:
             out.append(_assistant(message))
         elif role == "tool":
             name = message.get("name") or names.get(message.get("tool_call_id") or "", "tool")
-            out.append({"role": "tool", "name": name, "content": _text(message.get("content"))})
+            out.append({"role": "tool", "name": name, "content": content_text(message.get("content"))})
         else:
-            out.append({"role": role, "content": _text(message.get("content"))})
+            out.append({"role": role, "content": content_text(message.get("content"))})
     return out
 
 
@@ -80,10 +74,8 @@ def _tools(case: Case) -> str | None:
 
 
 def sft_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
-    if case.expected is None:
-        return "rejected without correction" if case.verdict == REJECTED else "no expected output"
-    if is_tool_result(case.expected):
-        return "tool result (context only)"
+    if (skip := sft_skip_reason(case)) is not None:
+        return skip
     try:
         messages = trl_messages(case)
         images = _images(messages, case, ctx)
@@ -100,10 +92,8 @@ def sft_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
 
 
 def dpo_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
-    if case.verdict != CORRECTED or case.expected is None or case.rejected is None:
-        return "not a correction (no preference pair)"
-    if is_tool_result(case.expected) or is_tool_result(case.rejected):
-        return "tool result (context only)"
+    if (skip := dpo_skip_reason(case)) is not None:
+        return skip
     try:
         prompt = trl_messages(case)
         images = _images(prompt, case, ctx)
