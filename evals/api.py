@@ -19,7 +19,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +27,7 @@ from rest_framework.views import APIView
 from evals import selectors, services
 from evals.formats import NAMES, get_format
 from evals.models import Dataset, DatasetVersion, Export, ExportStatus
+from reviewqueue.api.pagination import NewestFirstPagination
 
 
 def bad_request(errors: dict[str, list[str]]) -> Response:
@@ -89,13 +89,6 @@ def dataset_json(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-class ExportPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 class JSONOnly(DefaultContentNegotiation):
     """Always the JSON renderer: here `?format=` filters exports by format, it picks no renderer."""
 
@@ -135,7 +128,7 @@ class ExportCreateView(APIView):
             exports = exports.filter(version__dataset__name=dataset)
         if errors:
             return bad_request(errors)
-        paginator = ExportPagination()
+        paginator = NewestFirstPagination()
         page = paginator.paginate_queryset(exports, request, view=self)
         return paginator.get_paginated_response([export_json(export) for export in page])
 

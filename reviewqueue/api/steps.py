@@ -16,7 +16,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import ParseError, ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +23,7 @@ from rest_framework.views import APIView
 
 from reviewqueue.api.authentication import ApiKeyAuthentication, IsAgent, request_agent
 from reviewqueue.api.decisions import step_decision_view
+from reviewqueue.api.pagination import NewestFirstPagination
 from reviewqueue.core.ingest import IngestValidationError, ingest_steps
 from reviewqueue.core.models import Agent, Attachment, Step, StepStatus
 from reviewqueue.review.models import ReviewItem
@@ -120,13 +120,6 @@ def step_representation(step: Step, *, request: Any = None) -> dict[str, Any]:
 # --- views --------------------------------------------------------------------------------------
 
 
-class StepCursorPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 500
-
-
 class StepsView(AgentAPIView):
     parser_classes = [StepsJSONParser]
 
@@ -196,7 +189,7 @@ class StepsView(AgentAPIView):
             if step_status not in StepStatus.values:
                 raise ValidationError({"status": [f"must be one of {', '.join(StepStatus.values)}"]})
             steps = steps.filter(status=step_status)
-        paginator = StepCursorPagination()
+        paginator = NewestFirstPagination()
         page = paginator.paginate_queryset(steps, request, view=self)
         return paginator.get_paginated_response([step_representation(s, request=request) for s in page])
 
