@@ -111,7 +111,6 @@ class ClaimView(APIView):
             return error_response(exc)
         if item is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        item.claimed_by = request.user
         return Response(item_json(item, request=request))
 
 

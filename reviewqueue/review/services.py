@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from reviewqueue.core import audit, rows
@@ -112,7 +111,12 @@ def can_review(*, user: User, queue: Queue) -> bool:
         return False
     if getattr(queue, "_membership_checked_for", None) == user.pk:
         return True
-    return Queue.objects.filter(pk=queue.pk).filter(Q(members=user) | Q(groups__user=user)).exists()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {Queue._meta.db_table} q WHERE q.id = %s AND {membership_sql('q.id')}",
+            [queue.pk, user.pk, user.pk],
+        )
+        return cursor.fetchone() is not None
 
 
 def membership_sql(queue_id: str) -> str:
@@ -287,7 +291,7 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
                 .first()
             )
             if live is not None:
-                live.queue = queue
+                live.queue, live.claimed_by = queue, user
                 return live
             item, before = _claim_tier(_TIER_ASSIGNED, [user.pk, tier["now"]], **tier)
             if item is None:
