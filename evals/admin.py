@@ -16,8 +16,8 @@ class DatasetAdmin(admin.ModelAdmin):
 
 @admin.register(DatasetVersion)
 class DatasetVersionAdmin(admin.ModelAdmin):
-    list_display = ("dataset", "number", "case_count", "duplicates_removed", "created_at")
-    list_filter = ("dataset",)
+    list_display = ("dataset", "number", "status", "case_count", "duplicates_removed", "created_at", "frozen_at")
+    list_filter = ("dataset", "status")
     readonly_fields = [f.name for f in DatasetVersion._meta.fields]
 
     def has_add_permission(self, request) -> bool:  # versions are made by freezing

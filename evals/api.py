@@ -5,7 +5,8 @@
 - GET /api/v1/exports → every export, newest first (cursor-paginated; ?status=, ?format=, ?dataset=).
 - GET /api/v1/exports/{id} → status, progress, rows; GET .../download and .../manifest stream files.
 - GET/POST /api/v1/datasets; GET/PATCH/DELETE /api/v1/datasets/{name};
-  GET/POST /api/v1/datasets/{name}/versions (POST freezes); GET .../versions/{number}.
+  GET/POST /api/v1/datasets/{name}/versions (POST starts a freeze: 202, `freezing` until its
+  django-q2 task has stored the cases, then `ready`); GET .../versions/{number}.
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def version_json(version: DatasetVersion) -> dict[str, Any]:
         "counts": version.counts,
         "filters": version.filters,
         "test_ratio": version.test_ratio,
+        "status": version.status,
+        "progress": round(version.progress, 4),
+        "cases_done": version.cases_done,
+        "cases_total": version.cases_total,
+        "error": version.error or None,
         "created_at": version.created_at.isoformat(),
+        "frozen_at": version.frozen_at.isoformat() if version.frozen_at else None,
     }
 
 
@@ -156,9 +163,9 @@ class ExportCreateView(APIView):
                 errors["version"] = [f"no dataset version {data['version']!r}"]
         elif "dataset" in sources:
             dataset = Dataset.objects.filter(name=str(data["dataset"])).first()
-            version = dataset.versions.order_by("-number").first() if dataset else None
+            version = services.latest_ready_version(dataset) if dataset else None
             if version is None:
-                errors["dataset"] = [f"no frozen version of dataset {data['dataset']!r}; freeze one first"]
+                errors["dataset"] = [f"no frozen (ready) version of dataset {data['dataset']!r}; freeze one first"]
         filters: dict[str, Any] = {}
         if version is None and "filters" in data:
             try:
@@ -167,9 +174,12 @@ class ExportCreateView(APIView):
                 errors.update({f"filters.{k}" if k != "filters" else k: v for k, v in exc.errors.items()})
         if errors:
             return bad_request(errors)
-        export, _created = services.create_export(
-            fmt_name=fmt, version=version, filters=filters, split=split, actor=request.user
-        )
+        try:
+            export, _created = services.create_export(
+                fmt_name=fmt, version=version, filters=filters, split=split, actor=request.user
+            )
+        except services.DatasetError as exc:
+            return bad_request(exc.errors)
         return Response(export_json(export), status=status.HTTP_202_ACCEPTED)
 
 
@@ -259,11 +269,16 @@ class VersionListView(APIView):
         dataset = get_object_or_404(Dataset, name=name)
         return Response({"results": [version_json(v) for v in dataset.versions.order_by("-number")]})
 
-    @extend_schema(operation_id="dataset_versions_freeze", request=None, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="dataset_versions_freeze",
+        request=None,
+        responses={202: OpenApiTypes.OBJECT},
+        summary="Freeze a new version: 202 with it `freezing`; poll it until `ready` (a django-q2 task fills it)",
+    )
     def post(self, request: Request, name: str) -> Response:
         dataset = get_object_or_404(Dataset, name=name)
-        version = services.freeze_version(dataset=dataset, actor=request.user)
-        return Response(version_json(version), status=status.HTTP_201_CREATED)
+        version = services.start_freeze(dataset=dataset, actor=request.user)
+        return Response(version_json(version), status=status.HTTP_202_ACCEPTED)
 
 
 class VersionDetailView(APIView):

@@ -39,8 +39,15 @@ class Dataset(models.Model):
         return self.name
 
 
+class VersionStatus(models.TextChoices):
+    FREEZING = "freezing"  # its cases are being copied (a django-q2 task); not exportable yet
+    READY = "ready"
+    FAILED = "failed"
+
+
 class DatasetVersion(models.Model):
-    """An immutable snapshot: the cases the dataset's filter chose when it was frozen."""
+    """An immutable snapshot: the cases the dataset's filter chose when it was frozen. Freezing
+    runs as a django-q2 task: a version is `freezing` until its cases are all stored."""
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
@@ -55,6 +62,11 @@ class DatasetVersion(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, choices=VersionStatus.choices, default=VersionStatus.READY)
+    cases_done = models.PositiveIntegerField(default=0, help_text="Steps read so far while freezing.")
+    cases_total = models.PositiveIntegerField(null=True, blank=True, help_text="Steps to read (known at start).")
+    error = models.TextField(blank=True)
+    frozen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["dataset", "-number"]
@@ -62,6 +74,14 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset.name} v{self.number}"
+
+    @property
+    def progress(self) -> float:
+        if self.status == VersionStatus.READY:
+            return 1.0
+        if not self.cases_total:
+            return 0.0
+        return min(1.0, self.cases_done / self.cases_total)
 
 
 class Split(models.TextChoices):

@@ -20,7 +20,7 @@ from django.utils import timezone
 from evals import selectors
 from evals.exporting import ExportResult, manifest_path_for, remove_stale_parts, write_export
 from evals.formats import ExportContext, get_format
-from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus
+from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus, VersionStatus
 from evals.redaction import RedactionError, Redactor, validate_patterns
 from reviewqueue.core import audit, rows
 from reviewqueue.review.models import Decision
@@ -28,6 +28,8 @@ from reviewqueue.review.models import Decision
 logger = logging.getLogger(__name__)
 
 FREEZE_BATCH = 1000
+PROGRESS_EVERY = 1000
+FREEZE_LOCK_CLASS = 0x5251  # advisory lock namespace of freezes ("RQ")
 SPLITS = ("train", "test", "all")
 # A running export whose progress has not moved for this long is taken to be dead (worker killed).
 STALE_AFTER = timedelta(seconds=60)
@@ -114,9 +116,16 @@ def lock_exported_decisions(version: DatasetVersion, now: Any) -> int:
 
 
 def freeze_version(*, dataset: Dataset, actor: Any = None) -> DatasetVersion:
-    """Snapshot the cases the dataset's filter chooses now into a new, immutable version:
-    content-hashed, exact duplicates removed and counted, counts per verdict, kind and split."""
-    now = timezone.now()
+    """Freeze a new version now, in this process (the CLI's `--freeze`, tests, the demo data)."""
+    version = start_freeze(dataset=dataset, actor=actor, enqueue=False)
+    run_freeze(version_id=version.pk)
+    version.refresh_from_db()
+    return version
+
+
+def start_freeze(*, dataset: Dataset, actor: Any = None, enqueue: bool = True) -> DatasetVersion:
+    """Reserve the dataset's next version number as a `freezing` version and queue the
+    django-q2 task that fills it (`run_freeze`)."""
     with transaction.atomic():
         locked = Dataset.objects.select_for_update().get(pk=dataset.pk)
         number = (locked.versions.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -126,70 +135,150 @@ def freeze_version(*, dataset: Dataset, actor: Any = None) -> DatasetVersion:
             filters=locked.filters,
             test_ratio=locked.test_ratio,
             content_hash="",
+            status=VersionStatus.FREEZING,
             created_by=actor if getattr(actor, "pk", None) else None,
-            created_at=now,
         )
-        seen = 0
-        batch: list[EvalCase] = []
-        hashes: set[bytes] = set()  # exact duplicates: the first one stays (digests, not cases, in memory)
-        for case in selectors.step_cases(filters=locked.filters, test_ratio=locked.test_ratio):
-            seen += 1
-            digest_bytes = bytes.fromhex(case.content_hash)
-            if digest_bytes in hashes:
-                continue
-            hashes.add(digest_bytes)
-            batch.append(
-                EvalCase(
-                    version=version,
-                    position=seen,
-                    step_id=case.step_id,
-                    step_ref=case.step_id,
-                    item_ref=case.item_id,
-                    agent=case.agent,
-                    queue=case.queue,
-                    kind=case.kind,
-                    name=case.name,
-                    messages=case.messages,
-                    tools=case.tools,
-                    expected=case.expected,
-                    rejected=case.rejected,
-                    verdict=case.verdict,
-                    auto=case.auto,
-                    reason=case.reason,
-                    labels=case.labels,
-                    reviewers=case.reviewers,
-                    tags=case.tags,
-                    attachments=case.attachments,
-                    confidence=case.confidence,
-                    decided_at=case.decided_at,
-                    split=case.split,
-                    content_hash=case.content_hash,
-                )
-            )
-            if len(batch) >= FREEZE_BATCH:
-                rows.load_many(batch)
-                batch = []
-        rows.load_many(batch)
-        cases = EvalCase.objects.filter(version=version)
-        digest = hashlib.sha256()
-        for value in cases.order_by("position").values_list("content_hash", flat=True).iterator(chunk_size=5000):
-            digest.update(value.encode())
-        version.content_hash = digest.hexdigest()
-        version.case_count = cases.count()
-        version.duplicates_removed = seen - version.case_count
-        version.counts = {
-            key: dict(cases.order_by().values_list(key).annotate(n=Count("*")).values_list(key, "n"))
-            for key in ("verdict", "kind", "split")
-        }
-        version.save()
-        lock_exported_decisions(version, now)
-        audit.record(
-            "dataset.frozen",
-            version,
-            actor=actor,
-            after={"dataset": locked.name, "number": number, "cases": version.case_count, "hash": version.content_hash},
-        )
+        audit.record("dataset.freeze_started", version, actor=actor, after={"dataset": locked.name, "number": number})
+        if enqueue:
+            from django_q.tasks import async_task
+
+            timeout = int(getattr(settings, "EXPORT_TASK_TIMEOUT", 3600))
+            task = {"task_name": f"freeze-{version.pk}", "timeout": timeout}
+            transaction.on_commit(lambda: async_task("evals.tasks.run_freeze", version.pk, **task))
     return version
+
+
+def version_problem(version: DatasetVersion) -> str:
+    """What to do about a version that cannot be exported yet."""
+    if version.status == VersionStatus.FAILED:
+        return f"freezing failed ({version.error or 'unknown error'}); freeze a new version"
+    return "wait until it has been frozen"
+
+
+def latest_ready_version(dataset: Dataset) -> DatasetVersion | None:
+    return dataset.versions.filter(status=VersionStatus.READY).order_by("-number").first()
+
+
+def _try_lock_version(version_id: int) -> bool:
+    """Whether this transaction now holds the version's freeze lock (PostgreSQL: an advisory
+    lock released at commit or when a killed worker's connection closes; SQLite serialises
+    writers itself)."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [FREEZE_LOCK_CLASS, version_id])
+        return bool(cursor.fetchone()[0])
+
+
+def write_version_progress(db: Any, version_id: int, cases_done: int, cases_total: int | None = None) -> None:
+    """Record a freeze's progress through `db` (see `side_connection`); `cases_total` once, at the start."""
+    table = DatasetVersion._meta.db_table
+    with db.cursor() as cursor:
+        if cases_total is None:
+            cursor.execute(f"UPDATE {table} SET cases_done = %s WHERE id = %s", [cases_done, version_id])
+        else:
+            cursor.execute(
+                f"UPDATE {table} SET cases_done = %s, cases_total = %s WHERE id = %s",
+                [cases_done, cases_total, version_id],
+            )
+
+
+def run_freeze(*, version_id: int) -> DatasetVersion | None:
+    """Fill a `freezing` version with the cases its filter chooses now, in one transaction:
+    content-hashed, exact duplicates removed and counted, counts per verdict, kind and split;
+    then it is `ready`. None when there is nothing to do: the version is ready or failed, or
+    another live attempt holds it. A killed worker's attempt rolls back entirely, and
+    django-q2's retry starts again; an error marks the version failed (no cases kept)."""
+    try:
+        with transaction.atomic():
+            version = DatasetVersion.objects.select_related("dataset").filter(pk=version_id).first()
+            if version is None or version.status != VersionStatus.FREEZING or not _try_lock_version(version_id):
+                return None
+            total = selectors.decided_steps(filters=version.filters).count()
+            with side_connection() as side:  # not this transaction: it would lock the row the side writes
+                write_version_progress(side, version_id, 0, total)
+                _fill_version(version, progress=lambda done: write_version_progress(side, version_id, done))
+    except Exception as exc:
+        logger.exception("freezing version %s failed", version_id)
+        DatasetVersion.objects.filter(pk=version_id, status=VersionStatus.FREEZING).update(
+            status=VersionStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000]
+        )
+        raise
+    return version
+
+
+def _fill_version(version: DatasetVersion, *, progress: Callable[[int], None]) -> None:
+    now = timezone.now()
+    seen = 0
+    batch: list[EvalCase] = []
+    hashes: set[bytes] = set()  # exact duplicates: the first one stays (digests, not cases, in memory)
+    for case in selectors.step_cases(filters=version.filters, test_ratio=version.test_ratio):
+        seen += 1
+        if seen % PROGRESS_EVERY == 0:
+            progress(seen)
+        digest_bytes = bytes.fromhex(case.content_hash)
+        if digest_bytes in hashes:
+            continue
+        hashes.add(digest_bytes)
+        batch.append(
+            EvalCase(
+                version=version,
+                position=seen,
+                step_id=case.step_id,
+                step_ref=case.step_id,
+                item_ref=case.item_id,
+                agent=case.agent,
+                queue=case.queue,
+                kind=case.kind,
+                name=case.name,
+                messages=case.messages,
+                tools=case.tools,
+                expected=case.expected,
+                rejected=case.rejected,
+                verdict=case.verdict,
+                auto=case.auto,
+                reason=case.reason,
+                labels=case.labels,
+                reviewers=case.reviewers,
+                tags=case.tags,
+                attachments=case.attachments,
+                confidence=case.confidence,
+                decided_at=case.decided_at,
+                split=case.split,
+                content_hash=case.content_hash,
+            )
+        )
+        if len(batch) >= FREEZE_BATCH:
+            rows.load_many(batch)
+            batch = []
+    rows.load_many(batch)
+    cases = EvalCase.objects.filter(version=version)
+    digest = hashlib.sha256()
+    for value in cases.order_by("position").values_list("content_hash", flat=True).iterator(chunk_size=5000):
+        digest.update(value.encode())
+    version.content_hash = digest.hexdigest()
+    version.case_count = cases.count()
+    version.duplicates_removed = seen - version.case_count
+    version.counts = {
+        key: dict(cases.order_by().values_list(key).annotate(n=Count("*")).values_list(key, "n"))
+        for key in ("verdict", "kind", "split")
+    }
+    version.status = VersionStatus.READY
+    version.cases_done = seen
+    version.frozen_at = now
+    version.save()
+    lock_exported_decisions(version, now)
+    audit.record(
+        "dataset.frozen",
+        version,
+        actor=version.created_by,
+        after={
+            "dataset": version.dataset.name,
+            "number": version.number,
+            "cases": version.case_count,
+            "hash": version.content_hash,
+        },
+    )
 
 
 def export_to_path(
@@ -248,6 +337,10 @@ def create_export(
     if split not in SPLITS:
         raise DatasetError({"split": [f"must be one of {', '.join(SPLITS)}"]})
     clean = {} if version is not None else selectors.clean_filters(filters or {})
+    if version is not None and version.status != VersionStatus.READY:
+        raise DatasetError(
+            {"version": [f"version {version.number} is {version.status}, not ready: {version_problem(version)}"]}
+        )
     if version is not None:
         for done in Export.objects.filter(version=version, format=fmt_name, split=split, status=ExportStatus.DONE):
             if _file_present(done):
@@ -300,18 +393,26 @@ def write_progress(db: Any, export_id: int, cases_read: int, rows: int) -> None:
 
 
 @contextmanager
-def _progress_writer(export_id: int) -> Iterator[Callable[[int, int], None]]:
-    """`progress(cases_read, rows)` for an export. On PostgreSQL the export streams inside a
-    transaction, and progress written there would stay invisible (and the export's row locked)
-    until the end: there it goes through a second connection of its own, in autocommit."""
+def side_connection() -> Iterator[Any]:
+    """A connection for progress writes that others must see while a long transaction runs. On
+    PostgreSQL that is a second connection of its own, in autocommit (progress written in the
+    export's or freeze's transaction would stay invisible, and its row locked, until the end);
+    elsewhere the default connection (SQLite has one writer and no long read transaction)."""
     if connection.vendor != "postgresql":
-        yield lambda cases_read, rows: write_progress(connection, export_id, cases_read, rows)
+        yield connection
         return
     side = connections.create_connection(DEFAULT_DB_ALIAS)
     try:
-        yield lambda cases_read, rows: write_progress(side, export_id, cases_read, rows)
+        yield side
     finally:
         side.close()
+
+
+@contextmanager
+def _progress_writer(export_id: int) -> Iterator[Callable[[int, int], None]]:
+    """`progress(cases_read, rows)` for an export, written through `side_connection`."""
+    with side_connection() as db:
+        yield lambda cases_read, rows: write_progress(db, export_id, cases_read, rows)
 
 
 def run_export(*, export_id: int) -> Export | None:

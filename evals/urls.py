@@ -11,4 +11,5 @@ urlpatterns = [
     path("<slug:name>/", views.dataset_page, name="dataset"),
     path("<slug:name>/freeze", views.freeze, name="freeze"),
     path("<slug:name>/versions/<int:number>/export", views.start_export, name="export"),
+    path("<slug:name>/versions/<int:number>/progress", views.version_progress, name="version-progress"),
 ]

@@ -1,5 +1,6 @@
 """The Datasets page (staff): build a filter with a live count and preview, save it, freeze
-versions, start exports and watch their progress, download files. htmx swaps the partials."""
+versions (a django-q2 task; the version's card polls until it is ready), start exports and
+watch their progress, download files. htmx swaps the partials."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from django_htmx.http import HttpResponseStopPolling
 from evals import selectors, services
 from evals.formats import NAMES, ExportContext, get_format
 from evals.forms import DatasetFilterForm
-from evals.models import Dataset, DatasetVersion, Export, ExportStatus
+from evals.models import Dataset, DatasetVersion, Export, ExportStatus, VersionStatus
 from evals.redaction import Redactor
 
 PREVIEW_RECORDS = 5
@@ -128,10 +129,24 @@ def dataset_page(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 def freeze(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _dataset_for(request, name)
-    services.freeze_version(dataset=dataset, actor=request.user)
+    services.start_freeze(dataset=dataset, actor=request.user)
     if request.htmx:
         return render(request, "evals/dataset.html#versions", _versions_context(dataset))
     return redirect("evals:dataset", name=dataset.name)
+
+
+@login_required
+@require_GET
+def version_progress(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """A freezing version's card, polled by htmx every second; polling stops once it is ready or failed."""
+    dataset = _dataset_for(request, name)
+    version = get_object_or_404(DatasetVersion, dataset=dataset, number=number)
+    version.export_list = list(version.exports.order_by("-id"))
+    context = {"dataset": dataset, "version": version, "formats": NAMES, "splits": services.SPLITS}
+    response = render(request, "evals/dataset.html#version", context)
+    if version.status != VersionStatus.FREEZING:
+        return HttpResponseStopPolling(response.content)
+    return response
 
 
 @login_required
@@ -142,7 +157,10 @@ def start_export(request: HttpRequest, name: str, number: int) -> HttpResponse:
     fmt, split = request.POST.get("format", ""), request.POST.get("split", "all")
     if fmt not in NAMES or split not in services.SPLITS:
         return HttpResponse(f"Choose a format ({', '.join(NAMES)}) and a split.", status=400)
-    export, _ = services.create_export(fmt_name=fmt, version=version, split=split, actor=request.user)
+    try:
+        export, _ = services.create_export(fmt_name=fmt, version=version, split=split, actor=request.user)
+    except services.DatasetError as exc:
+        return HttpResponse("; ".join(p for problems in exc.errors.values() for p in problems), status=400)
     if request.htmx:
         return render(request, "evals/dataset.html#export", {"export": export})
     return redirect("evals:dataset", name=dataset.name)

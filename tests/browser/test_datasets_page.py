@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from evals import tasks
-from evals.models import Export
+from evals.models import DatasetVersion, Export
 from tests.evals.conftest import corpus  # noqa: F401  (the decided-steps fixture)
 from tests.factories import UserFactory
 
@@ -34,7 +34,9 @@ def test_build_preview_save_freeze_export_download(corpus, page, login):  # noqa
     page.get_by_role("button", name="Save as dataset").click()
     expect(page).to_have_url(f"{page.url.split('/datasets/')[0]}/datasets/corrections/")
     page.get_by_role("button", name="Freeze a new version").click()
-    expect(page.locator("#version-1 [data-count=cases]")).to_have_text("3")
+    expect(page.locator("#version-1 progress")).to_be_visible()  # freezing: the card polls
+    tasks.run_freeze(DatasetVersion.objects.get().pk)  # what the django-q2 worker does
+    expect(page.locator("#version-1 [data-count=cases]")).to_have_text("3", timeout=5000)
 
     page.locator("#version-1 select[name=format]").select_option("trl-dpo")
     page.locator("#version-1").get_by_role("button", name="Export").click()

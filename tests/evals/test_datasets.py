@@ -170,3 +170,77 @@ def test_freezing_locks_the_included_decisions(corpus):
     services.freeze_version(dataset=dataset)
     locked = set(Decision.objects.filter(exported_at__isnull=False).values_list("step__external_id", flat=True))
     assert locked == {"refund-corrected", "answer-corrected", "pii"}
+
+
+def test_a_freeze_that_fails_marks_the_version_failed_and_keeps_no_cases(corpus, monkeypatch):
+    dataset = make_dataset()
+    version = services.start_freeze(dataset=dataset, enqueue=False)
+    assert version.status == "freezing" and version.number == 1
+    real_cases = services.selectors.step_cases
+
+    def breaks_midway(**kwargs):
+        for n, case in enumerate(real_cases(**kwargs)):
+            if n == 5:
+                raise RuntimeError("disk full")
+            yield case
+
+    monkeypatch.setattr(services.selectors, "step_cases", breaks_midway)
+    with pytest.raises(RuntimeError, match="disk full"):
+        services.run_freeze(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == "failed" and version.error == "RuntimeError: disk full"
+    assert not EvalCase.objects.filter(version=version).exists() and version.case_count == 0
+    assert services.run_freeze(version_id=version.pk) is None  # a failed version stays failed
+    with pytest.raises(services.DatasetError, match="freezing failed"):
+        services.create_export(fmt_name="jsonl", version=version, enqueue=False)
+    assert services.latest_ready_version(dataset) is None
+    monkeypatch.setattr(services.selectors, "step_cases", real_cases)
+    retried = services.freeze_version(dataset=dataset)  # a new version, numbered after the failed one
+    assert retried.number == 2 and retried.status == "ready" and retried.case_count == 17
+    assert services.latest_ready_version(dataset) == retried
+
+
+def test_a_ready_version_is_not_frozen_again(corpus):
+    version = services.freeze_version(dataset=make_dataset())
+    assert version.status == "ready" and version.frozen_at is not None and version.progress == 1
+    assert services.run_freeze(version_id=version.pk) is None  # django-q2 delivering the task again
+    assert EvalCase.objects.filter(version=version).count() == 17
+
+
+@pytest.mark.postgres
+def test_a_second_attempt_waits_out_a_live_one_and_progress_is_visible(transactional_db, corpus, monkeypatch):
+    """While one worker freezes (holding the version's lock), a redelivered task does nothing; once
+    that worker is gone (its connection closed, as when it is killed) the retry freezes. The
+    progress is committed as it goes, so other connections see it during the freeze."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    version = services.start_freeze(dataset=make_dataset(), enqueue=False)
+    live = connections.create_connection(DEFAULT_DB_ALIAS)
+    with live.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [services.FREEZE_LOCK_CLASS, version.pk])
+    assert services.run_freeze(version_id=version.pk) is None
+    version.refresh_from_db()
+    assert version.status == "freezing" and not EvalCase.objects.filter(version=version).exists()
+    live.close()  # the live attempt dies
+
+    monkeypatch.setattr(services, "PROGRESS_EVERY", 2)
+    seen: list[tuple[int, int]] = []
+    write = services.write_version_progress
+
+    def write_and_look(db, version_id, cases_done, cases_total=None):
+        write(db, version_id, cases_done, cases_total)
+        observer = connections.create_connection(DEFAULT_DB_ALIAS)
+        try:
+            with observer.cursor() as cursor:
+                cursor.execute("SET lock_timeout = '2s'")  # the row must not be locked by the freeze
+                cursor.execute(
+                    "SELECT cases_done, cases_total FROM evals_datasetversion WHERE id = %s FOR UPDATE", [version_id]
+                )
+                seen.append(cursor.fetchone())
+        finally:
+            observer.close()
+
+    monkeypatch.setattr(services, "write_version_progress", write_and_look)
+    done = services.run_freeze(version_id=version.pk)
+    assert done is not None and done.status == "ready" and done.case_count == 17
+    assert seen[0] == (0, 18) and seen[1:3] == [(2, 18), (4, 18)]

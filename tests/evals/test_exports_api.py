@@ -34,6 +34,17 @@ def client_for(user) -> APIClient:
     return client
 
 
+def freeze(client, name: str) -> dict:
+    """Freeze over the API: 202 with the version `freezing` and its task queued; the task (what
+    the django-q2 worker runs) makes it ready."""
+    started = client.post(f"/api/v1/datasets/{name}/versions")
+    assert started.status_code == 202, started.content
+    body = started.json()
+    assert body["status"] == "freezing" and body["case_count"] == 0 and body["frozen_at"] is None
+    tasks.run_freeze(body["id"])
+    return client.get(f"/api/v1/datasets/{name}/versions/{body['number']}").json()
+
+
 def start_export(client, django_capture_on_commit_callbacks, body):
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/api/v1/exports", body, format="json")
@@ -63,7 +74,7 @@ def test_export_is_queued_run_by_the_task_and_downloaded(corpus, staff, django_c
 def test_exports_are_listed_newest_first_paginated_and_filtered(corpus, staff) -> None:
     client = client_for(staff)
     assert client.post("/api/v1/datasets", {"name": "support"}, format="json").status_code == 201
-    version = client.post("/api/v1/datasets/support/versions").json()
+    version = freeze(client, "support")
     ids = [
         services.create_export(fmt_name=fmt, filters={}, enqueue=False)[0].pk
         for fmt in ("jsonl", "openai-sft", "inspect")
@@ -93,8 +104,8 @@ def test_exports_are_listed_newest_first_paginated_and_filtered(corpus, staff) -
 def test_a_version_exported_twice_is_served_from_the_stored_file(corpus, staff, django_capture_on_commit_callbacks):
     client = client_for(staff)
     assert client.post("/api/v1/datasets", {"name": "support"}, format="json").status_code == 201
-    version = client.post("/api/v1/datasets/support/versions").json()
-    assert version["number"] == 1 and version["case_count"] == 17
+    version = freeze(client, "support")
+    assert version["number"] == 1 and version["case_count"] == 17 and version["status"] == "ready"
     first = start_export(client, django_capture_on_commit_callbacks, {"format": "jsonl", "version": version["id"]})
     tasks.run_export(first.json()["id"])
     second = start_export(client, django_capture_on_commit_callbacks, {"format": "jsonl", "dataset": "support"})
@@ -190,7 +201,7 @@ def test_dataset_api_crud(corpus, staff):
     assert created.status_code == 201 and created.json()["filters"] == {"kinds": ["tool_call"]}
     patched = client.patch("/api/v1/datasets/refunds", {"filters": {"verdicts": ["corrected"]}}, format="json")
     assert patched.json()["filters"] == {"verdicts": ["corrected"]}
-    client.post("/api/v1/datasets/refunds/versions")
+    freeze(client, "refunds")
     versions = client.get("/api/v1/datasets/refunds/versions").json()["results"]
     assert versions[0]["case_count"] == 3 and versions[0]["counts"]["verdict"] == {"corrected": 3}
     assert client.get("/api/v1/datasets/refunds/versions/1").json()["number"] == 1

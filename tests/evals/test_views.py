@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django_q.models import OrmQ
 
 from evals import tasks
 from evals.models import Dataset, DatasetVersion, Export
@@ -62,9 +63,19 @@ def test_save_freeze_export_and_watch_progress(corpus, staff_client, django_capt
     assert response.status_code == 302 and response["Location"] == "/datasets/refunds/"
     assert Dataset.objects.get(name="refunds").filters == {"kinds": ["tool_call"]}
     assert staff_client.post("/datasets/", {"name": "refunds"}).status_code == 400  # duplicate name, form shown again
-    fragment = staff_client.post("/datasets/refunds/freeze", HTTP_HX_REQUEST="true").content.decode()
-    assert 'id="versions"' in fragment and 'data-count="cases">2<' in fragment
+    with django_capture_on_commit_callbacks(execute=True):
+        fragment = staff_client.post("/datasets/refunds/freeze", HTTP_HX_REQUEST="true").content.decode()
+    # a freezing version: a progress bar polled every second, no export form yet
+    assert 'id="versions"' in fragment and "<progress" in fragment and 'hx-trigger="every 1s"' in fragment
+    assert "/versions/1/progress" in fragment and "/versions/1/export" not in fragment
+    assert OrmQ.objects.count() == 1  # the freeze is queued for the django-q2 worker
     version = DatasetVersion.objects.get(dataset__name="refunds")
+    assert staff_client.get("/datasets/refunds/versions/1/progress").status_code == 200  # still freezing
+    assert staff_client.post(reverse("evals:export", args=["refunds", 1]), {"format": "jsonl"}).status_code == 400
+    tasks.run_freeze(version.pk)
+    ready = staff_client.get("/datasets/refunds/versions/1/progress")
+    assert ready.status_code == 286  # htmx stops polling
+    assert 'data-count="cases">2<' in ready.content.decode() and "/versions/1/export" in ready.content.decode()
     with django_capture_on_commit_callbacks(execute=True):
         started = staff_client.post(
             reverse("evals:export", args=["refunds", version.number]),

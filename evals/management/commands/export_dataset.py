@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from evals import selectors, services
 from evals.exporting import manifest_path_for
 from evals.formats import NAMES
-from evals.models import Dataset, DatasetVersion
+from evals.models import Dataset, DatasetVersion, VersionStatus
 
 
 class Progress:
@@ -114,12 +114,14 @@ class Command(BaseCommand):
             version = DatasetVersion.objects.select_related("dataset").filter(pk=options["version"]).first()
             if version is None:
                 raise CommandError(f"no dataset version with id {options['version']}")
+            if version.status != VersionStatus.READY:
+                raise CommandError(f"{version} is {version.status}, not ready: {services.version_problem(version)}")
             return version
         if options["dataset"]:
             dataset = Dataset.objects.filter(name=options["dataset"]).first()
             if dataset is None:
                 raise CommandError(f"no dataset named {options['dataset']!r}")
-            version = None if options["freeze"] else dataset.versions.order_by("-number").first()
+            version = None if options["freeze"] else services.latest_ready_version(dataset)
             if version is None:
                 version = services.freeze_version(dataset=dataset)
                 self.stderr.write(f"froze {dataset.name} v{version.number} ({version.case_count:,} cases)")
