@@ -3,7 +3,8 @@
 - POST /api/v1/exports {"format", "filters"? | "version"? | "dataset"?, "split"?} → 202 with the
   export (a version already exported in that format and split answers its stored export).
 - GET /api/v1/exports → every export, newest first (cursor-paginated; ?status=, ?format=, ?dataset=).
-- GET /api/v1/exports/{id} → status, progress, rows; GET .../download and .../manifest stream files.
+- GET /api/v1/exports/{id} → status, progress, rows; GET .../download and .../manifest stream files;
+  GET .../bundle streams both and the images/ they refer to as one tar.
 - GET/POST /api/v1/datasets; GET/PATCH/DELETE /api/v1/datasets/{name};
   GET/POST /api/v1/datasets/{name}/versions (POST starts a freeze: 202, `freezing` until its
   django-q2 task has stored the cases, then `ready`); GET .../versions/{number}.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
@@ -26,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evals import selectors, services
+from evals.bundle import bundle_members, tar_stream
 from evals.formats import NAMES, get_format
 from evals.models import Dataset, DatasetVersion, Export, ExportStatus
 from reviewqueue.api.pagination import NewestFirstPagination
@@ -58,6 +60,7 @@ def export_json(export: Export) -> dict[str, Any]:
         "finished_at": export.finished_at.isoformat() if export.finished_at else None,
         "download_url": reverse("api-export-download", args=[export.pk]) if done else None,
         "manifest_url": reverse("api-export-manifest", args=[export.pk]) if done else None,
+        "bundle_url": reverse("api-export-bundle", args=[export.pk]) if done else None,
     }
 
 
@@ -212,6 +215,28 @@ class ExportDownloadView(APIView):
         return _serve(export, export.file, export.file.rsplit("/", 1)[-1])
 
 
+class ExportBundleView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        operation_id="exports_bundle",
+        summary="The data file, its manifest and its images/ as one tar (streamed; 409 until done)",
+        responses={(200, "application/x-tar"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, export_id: int) -> Response | StreamingHttpResponse:
+        export = get_object_or_404(Export, pk=export_id)
+        if export.status != ExportStatus.DONE:
+            return Response({"detail": f"Export {export.pk} is {export.status}, not done."}, status=409)
+        data, manifest = services.export_root() / export.file, services.export_root() / export.manifest
+        if not data.is_file() or not manifest.is_file():
+            raise Http404("The export file is gone.")
+        response = StreamingHttpResponse(
+            tar_stream(bundle_members(data.parent, data, manifest)), content_type="application/x-tar"
+        )
+        response["Content-Disposition"] = f'attachment; filename="{data.stem}.tar"'
+        return response
+
+
 class ExportManifestView(APIView):
     permission_classes = [IsAdminUser]
 
@@ -295,6 +320,7 @@ urlpatterns = [
     path("exports/<int:export_id>", ExportDetailView.as_view(), name="api-export"),
     path("exports/<int:export_id>/download", ExportDownloadView.as_view(), name="api-export-download"),
     path("exports/<int:export_id>/manifest", ExportManifestView.as_view(), name="api-export-manifest"),
+    path("exports/<int:export_id>/bundle", ExportBundleView.as_view(), name="api-export-bundle"),
     path("datasets", DatasetListView.as_view(), name="api-datasets"),
     path("datasets/<str:name>", DatasetDetailView.as_view(), name="api-dataset"),
     path("datasets/<str:name>/versions", VersionListView.as_view(), name="api-dataset-versions"),

@@ -285,3 +285,59 @@ def test_progress_is_visible_to_other_connections_while_the_export_streams(
     done = services.run_export(export_id=export.pk)
     assert done.status == ExportStatus.DONE and done.rows_done > 3
     assert seen[:3] == [1, 2, 3] and seen[-1] == done.rows_done
+
+
+def test_the_bundle_holds_the_file_its_manifest_and_the_images_it_names(
+    corpus, staff, django_capture_on_commit_callbacks
+):
+    import io
+    import tarfile
+
+    client = client_for(staff)
+    started = start_export(client, django_capture_on_commit_callbacks, {"format": "trl-sft", "filters": {}})
+    export_id = started.json()["id"]
+    assert started.json()["bundle_url"] is None
+    assert client.get(f"/api/v1/exports/{export_id}/bundle").status_code == 409
+    tasks.run_export(export_id)
+    detail = client.get(f"/api/v1/exports/{export_id}").json()
+    response = client.get(detail["bundle_url"])
+    assert response.status_code == 200 and response.streaming and response["Content-Type"] == "application/x-tar"
+    assert response["Content-Disposition"] == f'attachment; filename="export-{export_id}-trl-sft.tar"'
+    with tarfile.open(fileobj=io.BytesIO(b"".join(response.streaming_content))) as tar:
+        names = tar.getnames()
+        data = tar.extractfile(f"export-{export_id}-trl-sft.jsonl").read()
+        manifest = tar.extractfile(f"export-{export_id}-trl-sft.manifest.jsonl").read()
+        images = {name: tar.extractfile(name).read() for name in names if name.startswith("images/")}
+    assert data == b"".join(client.get(detail["download_url"]).streaming_content)
+    assert manifest == b"".join(client.get(detail["manifest_url"]).streaming_content)
+    named = {path for line in data.splitlines() for path in json.loads(line).get("images", [])}
+    assert named and named == set(images)  # every image the file names is in the bundle
+    assert all(content.startswith(b"\x89PNG") for content in images.values())
+
+    for path in (services.export_root() / str(export_id)).glob("*.jsonl"):
+        path.unlink()
+    assert client.get(detail["bundle_url"]).status_code == 404
+
+
+def test_tar_stream_pads_every_member_and_refuses_a_file_that_changed(tmp_path):
+    import io
+    import tarfile
+
+    from evals.bundle import tar_stream
+
+    files = {"a.txt": b"x" * 513, "b.bin": b"", "images/c.png": b"\x89PNG" + b"y" * 2000}
+    members = []
+    for name, content in files.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_bytes(content)
+        members.append((name, path))
+    blob = b"".join(tar_stream(members))
+    assert len(blob) % tarfile.BLOCKSIZE == 0
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        assert {m.name: tar.extractfile(m).read() for m in tar.getmembers()} == files
+
+    stream = tar_stream(members)
+    next(stream)  # a.txt's header: its size is promised
+    members[0][1].write_bytes(b"short")
+    with pytest.raises(OSError, match="changed while it was being bundled"):
+        list(stream)

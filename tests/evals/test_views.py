@@ -91,6 +91,7 @@ def test_save_freeze_export_and_watch_progress(corpus, staff_client, django_capt
     assert done.status_code == 286  # htmx stops polling
     html = done.content.decode()
     assert f"/api/v1/exports/{export.pk}/download" in html and "hx-trigger" not in html
+    assert f"/api/v1/exports/{export.pk}/bundle" in html
     assert staff_client.get(f"/api/v1/exports/{export.pk}/download").status_code == 200  # session auth
     page = staff_client.get("/datasets/refunds/").content.decode()
     assert "v1" in page and "trl-sft" in page and "Download" in page
