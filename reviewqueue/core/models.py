@@ -98,8 +98,12 @@ class Step(models.Model):
     input is a list of OpenAI-style messages or {"messages": [...], "tools": [...]}; output is
     an assistant message ({"role", "content", "tool_calls"}), a string, or any JSON value."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="steps")
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, null=True, blank=True, related_name="steps")
+    # No single-column indexes on agent and trace: step_unique_external_id_per_agent /
+    # step_agent_status and step_trace lead with them (one index less to keep up per insert).
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="steps", db_index=False)
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, null=True, blank=True, related_name="steps", db_index=False
+    )
     parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
     external_id = models.CharField(max_length=200)
     parent_external_id = models.CharField(max_length=200, blank=True)

@@ -59,7 +59,9 @@ OPEN_ITEM_STATUSES = (ItemStatus.PENDING, ItemStatus.CLAIMED)
 
 
 class ReviewItem(models.Model):
-    queue = models.ForeignKey(Queue, on_delete=models.PROTECT, related_name="items")
+    queue = models.ForeignKey(
+        Queue, on_delete=models.PROTECT, related_name="items", db_index=False
+    )  # item_queue_status
     step = models.ForeignKey("core.Step", on_delete=models.CASCADE, related_name="review_items")
     priority = models.IntegerField(default=0)
     # The step's agent is blocked waiting for the decision ("agent waiting"): offered first.
@@ -106,8 +108,11 @@ class Verdict(models.TextChoices):
 
 
 class Review(models.Model):
-    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="reviews")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    # Indexed by review_one_per_reviewer_per_item (item, reviewer) and review_by_reviewer.
+    item = models.ForeignKey(ReviewItem, on_delete=models.CASCADE, related_name="reviews", db_index=False)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews", db_index=False
+    )
     verdict = models.CharField(max_length=20, choices=Verdict.choices)
     output = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True)
