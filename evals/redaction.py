@@ -66,6 +66,27 @@ _DIGITS = bytes.maketrans(b"0123456789", b"0" * 10)
 _TOKEN_CHARS = (string.ascii_letters + string.digits + "_-").encode()
 _TOKENS = bytes.maketrans(_TOKEN_CHARS, b"a" * len(_TOKEN_CHARS))
 _DIGIT_RUN = re.compile(r"\+?[0-9](?:[ ().-]{0,3}[0-9]){8,}")
+# JSON escapes that put a letter or digit where the decoded text has another character
+# ("\\n555-123-4567" reads as "n555…", which the phone pattern's look-behind refuses). The
+# pre-check decodes them, so each string's characters are the decoded ones; the escapes it
+# keeps (\\" and \\\\) stand for characters no pattern holds, as the two characters do.
+_DECODED_ESCAPES = ("\\n", "\\t", "\\r", "\\b", "\\f", "\\u", "\\/")
+_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|\\([bfnrt/\\\"])"
+)
+_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "/": "/", "\\": "\\\\", '"': '\\"'}
+
+
+def _decoded(match: re.Match[str]) -> str:
+    high, low, code, simple = match.groups()
+    if high is not None:  # a surrogate pair: one character beyond the BMP
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+    if code is not None:
+        value = int(code, 16)
+        return "\x00" if 0xD800 <= value <= 0xDFFF else chr(value)  # a lone surrogate: no pattern's
+    return _SIMPLE[simple]
+
+
 PLACEHOLDER = {"email": "[EMAIL]", "api_key": "[API_KEY]", "card": "[CARD]", "phone": "[PHONE]"}
 
 
@@ -115,7 +136,9 @@ class Redactor:
         """Whether any built-in pattern (validators included) matches. Byte-level triggers (an
         @, 9 digits in a row once separators are dropped, a long token) decide cheaply whether
         the regexes need to run at all; they run near the trigger, not over every text."""
-        raw = text.encode()
+        if "\\" in text and any(escape in text for escape in _DECODED_ESCAPES):
+            text = _ESCAPE.sub(_decoded, text)
+        raw = text.encode("utf-8", "surrogatepass")
         if b"@" in raw:
             email, _ = self._by_kind["email"]
             at = text.find("@")

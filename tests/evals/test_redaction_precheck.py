@@ -1,0 +1,62 @@
+"""The redaction pre-check (`Redactor.may_contain`) reads a step's raw JSON text to skip steps
+with nothing to redact. It must never skip one that has: whatever the strings hold and however
+they were escaped (PostgreSQL's jsonb text, Python's json with or without ensure_ascii as
+SQLite's JSONField stores it, orjson), if walking the value redacts something, the pre-check
+on its text says so."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evals.redaction import Redactor
+
+PIECES = [
+    *'abcXYZ019@.-+_ ()é中"\\/\n\t\r\b\x00\x01\u2028😀𝐀',
+    "sk-",
+    "Bearer ",
+    "ghp_",
+    "4111 1111 1111 1111",
+    "+1 555 123 4567",
+    "555-123-4567",
+    "user@example.com",
+]
+texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
+values = st.recursive(
+    texts,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["content", "arguments", "x"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+ENCODINGS = {
+    "json ascii (SQLite)": lambda v: json.dumps(v),
+    "json utf-8 (PostgreSQL jsonb)": lambda v: json.dumps(v, ensure_ascii=False),
+    "orjson": lambda v: orjson.dumps(v).decode(),
+}
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=list(HealthCheck))
+@given(values, st.sampled_from(sorted(ENCODINGS)))
+def test_the_pre_check_never_skips_a_value_that_has_something_to_redact(value, encoding):
+    counts: Counter[str] = Counter()
+    Redactor().redact_value(value, counts)
+    if counts:
+        raw = ENCODINGS[encoding](value)
+        assert Redactor().may_contain(raw), (value, raw, dict(counts))
+
+
+def test_a_phone_number_after_an_escaped_newline_or_tab_is_found():
+    for text in ("Call me\n555-123-4567", "tab\t555-123-4567", "N°\t4111 1111 1111 1111", "é+1 555 123 4567"):
+        counts: Counter[str] = Counter()
+        assert Redactor().redact_value(text, counts) != text
+        assert Redactor().may_contain(json.dumps(text)) and Redactor().may_contain(orjson.dumps(text).decode())
+
+
+def test_text_without_pii_is_still_skipped():
+    for text in ("Line one\nline two\tand a tab", "Order A12 shipped", 'He said \\"hi\\"', "C:\\new\\table"):
+        assert not Redactor().may_contain(json.dumps(text), orjson.dumps({"content": text}).decode())
