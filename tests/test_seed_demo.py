@@ -7,9 +7,11 @@ import io
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db.models import Count
 
+from evals.services import freeze_version, save_dataset
 from reviewqueue.core.models import Attachment, Step, StepStatus
-from reviewqueue.review.models import Queue, ReviewItem
+from reviewqueue.review.models import Decision, Queue, ReviewItem
 from reviewqueue.routing.models import RoutingRule
 
 
@@ -36,7 +38,17 @@ def test_seed_demo_creates_a_routed_demo_and_replays_cleanly() -> None:
     assert Step.objects.filter(kind="tool_call", name="issue_refund").exists()
     assert Attachment.objects.count() == 8
     assert "reviewqueue-demo" in out.getvalue()
+    # A short review history, through the review services: datasets have cases to export.
+    pending = ReviewItem.objects.filter(queue__slug="support-answers", status="pending").count()
+    decisions = dict(Decision.objects.values_list("verdict").annotate(n=Count("id")).values_list("verdict", "n"))
+    decided = sum(decisions.values())
+    assert set(decisions) == {"approved", "corrected", "rejected"} and decided == min(30, decided + pending)
+    mine = Decision.objects.filter(item__queue__slug="support-answers", reviewer__username="reviewer")
+    assert mine.count() == decided and f"reviewer decided {decided} support answers" in out.getvalue()
+    version = freeze_version(dataset=save_dataset(data={"name": "demo"}))
+    assert version.case_count == decided and version.counts["verdict"] == decisions
 
     call_command("seed_demo", "--traces", "40", stdout=io.StringIO())
+    assert Decision.objects.count() == decided  # the history is made once
     assert Step.objects.count() == steps
     assert Attachment.objects.count() == 8

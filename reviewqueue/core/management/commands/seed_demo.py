@@ -229,6 +229,38 @@ def browser_trace(rnd: random.Random, n: int, with_image: bool) -> list[dict[str
     return [step]
 
 
+HISTORY = 30  # support answers the demo reviewer has already decided: 17 approved, 9 corrected, 4 rejected
+
+
+def decide_some(user: Any, rnd: random.Random) -> int:
+    """A short review history through the review services (claim, then verdict), so the datasets
+    page and the evidence have something to show. Only once: nothing if `user` reviewed before."""
+    from reviewqueue.review.models import Queue, Review
+    from reviewqueue.review.services import claim_next_item, submit_review
+
+    queue = Queue.objects.filter(slug="support-answers").first()
+    if queue is None or Review.objects.filter(reviewer=user).exists():
+        return 0
+    decided = 0
+    for n in range(HISTORY):
+        item = claim_next_item(queue=queue, user=user)
+        if item is None:
+            break
+        content = (item.step.output or {}).get("content") or ""
+        labels = {"tone": rnd.choice(["good", "good", "acceptable"]), "groundedness": rnd.choice([4, 5])}
+        if n % 10 < 2 or n % 10 == 5:  # 9 of 30: a correction
+            corrected = {"role": "assistant", "content": f"{content} Your order's tracking link is in your inbox."}
+            submit_review(item_id=item.pk, user=user, verdict="correct", output=corrected, labels=labels)
+        elif n % 10 == 9 or n == 14:  # 4 of 30
+            reason = "Promises a delivery date the order status does not give."
+            labels = {"tone": "poor", "groundedness": 1}
+            submit_review(item_id=item.pk, user=user, verdict="reject", reason=reason, labels=labels)
+        else:
+            submit_review(item_id=item.pk, user=user, verdict="approve", labels=labels)
+        decided += 1
+    return decided
+
+
 class Command(BaseCommand):
     help = "Create demo users, agents, queues, rules and a few hundred realistic steps (idempotent)."
 
@@ -269,6 +301,11 @@ class Command(BaseCommand):
                 created += sum(1 for a in answers if a["created"])
         sent = len(support_steps) + len(browser_steps)
         self.stdout.write(f"Demo data: {created} new steps ({sent} sent; replays are no-ops).")
+        decided = decide_some(users.objects.get(username="reviewer"), rnd)
+        if decided:
+            self.stdout.write(
+                f"Demo history: reviewer decided {decided} support answers (datasets have cases to export)."
+            )
         self.stdout.write(
             f"Log in at /accounts/login/ on the web server as reviewer / {DEMO_PASSWORD} "
             f"(or admin / {DEMO_PASSWORD} for the admin)."
