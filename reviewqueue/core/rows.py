@@ -27,25 +27,42 @@ class Columns:
     alias: str
     skip: tuple[str, ...] = ()
     fields: tuple[Any, ...] = field(init=False)
+    attnames: list[str] = field(init=False, compare=False, repr=False)
+    _converters: dict[str, tuple] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         kept = tuple(f for f in self.model._meta.concrete_fields if f.name not in self.skip)
         object.__setattr__(self, "fields", kept)
+        object.__setattr__(self, "attnames", [f.attname for f in kept])
 
     @property
     def sql(self) -> str:
         """`alias.column, …` for a SELECT or RETURNING list (names from the model, not input)."""
         return ", ".join(f"{self.alias}.{f.column}" if self.alias else f.column for f in self.fields)
 
+    def converters(self) -> tuple[tuple[int, Any, list[Any]], ...]:
+        """(position, column, converters) of the fields that have converters on this database
+        (the backend's and the field's, as the ORM applies them), worked out once per vendor."""
+        cache = self._converters
+        found = cache.get(connection.vendor)
+        if found is None:
+            table = self.model._meta.db_table
+            found = []
+            for i, f in enumerate(self.fields):
+                col = f.get_col(table)
+                converters = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
+                if converters:
+                    found.append((i, col, converters))
+            found = cache[connection.vendor] = tuple(found)
+        return found
+
     def load(self, values: Sequence[Any]) -> models.Model:
         """An instance from this part of a row, converted as the ORM would."""
         converted = list(values)
-        table = self.model._meta.db_table
-        for i, f in enumerate(self.fields):
-            col = f.get_col(table)
-            for converter in connection.ops.get_db_converters(col) + f.get_db_converters(connection):
+        for i, col, converters in self.converters():
+            for converter in converters:
                 converted[i] = converter(converted[i], col, connection)
-        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)
+        return self.model.from_db(connection.alias, self.attnames, converted)
 
 
 def load_row(row: Sequence[Any], *parts: Columns) -> tuple[list[models.Model], list[Any]]:
