@@ -207,24 +207,27 @@ def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewIte
     return found[0] if found is not None else None
 
 
-def _claim_returning(sql: str, params: list[Any]) -> ReviewItem | None:
-    """Run an UPDATE of one item row and return the row as a model instance (types converted)."""
-    return _fetch_item(f"{sql} RETURNING {_CLAIMED.sql}", params, _CLAIMED)
+def _claim_returning(sql: str, params: list[Any], *, relax: bool = False) -> ReviewItem | None:
+    """Run an UPDATE of one item row and return the row as a model instance (types converted).
+    With `relax` (PostgreSQL), a claimed row also relaxes the commit of this transaction, in the
+    same statement (see `_commit_without_waiting_for_disk`)."""
+    returning = _CLAIMED.sql + (f", {_RELAX_COMMIT}" if relax else "")
+    return _fetch_item(f"{sql} RETURNING {returning}", params, _CLAIMED)
 
 
 def _claim_pending(
-    *, queue: Queue, user: User, exclude: Collection[int], now: Any, until: Any, first: bool
+    *, queue: Queue, user: User, exclude: Collection[int], now: Any, until: Any, first: bool, relax: bool = False
 ) -> ReviewItem | None:
     """The pending tier in one statement (`now`, `until`: database-adapted times). With `first`,
     only when the user has neither a live claim nor an assigned item in the queue
-    (`_MINE_IN_QUEUE`): those tiers must be asked first."""
+    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`: as for `_claim_returning`."""
     candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
     sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
     params = [user.pk, now, until, *params]
     if first:
         sql += f" AND NOT {_MINE_IN_QUEUE}"
         params += [queue.pk, user.pk, user.pk]
-    return _claim_returning(sql, params)
+    return _claim_returning(sql, params, relax=relax)
 
 
 def _claim_tier(
@@ -247,16 +250,22 @@ def _claim_tier(
     return item, _item_state(old)
 
 
+# `SET LOCAL synchronous_commit = off` as an expression: evaluated in the claim's RETURNING list,
+# so only when a row was claimed, and without a statement of its own.
+_RELAX_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
 def _commit_without_waiting_for_disk() -> None:
     """PostgreSQL: this transaction's COMMIT does not wait for its WAL to reach the disk
     (`SET LOCAL synchronous_commit = off`; ~1-4 ms saved per claim). A claim is a lease: should
     the database crash within the WAL writer's delay (a fraction of a second), the claim and its
     audit event are lost together and the item is simply pending again. Commits are never
     reordered: any later durable commit (a review of the item, for one) flushes the claim first.
-    Only for a transaction the claim owns (not inside a caller's), so nothing else is affected."""
+    Only for a transaction the claim owns (not inside a caller's), so nothing else is affected.
+    The common claim does the same in its UPDATE (`_RELAX_COMMIT`) and needs no call."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(f"SELECT {_RELAX_COMMIT}")
 
 
 def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
@@ -279,9 +288,10 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     until = now + timedelta(seconds=queue.lease_seconds)
     adapt = connection.ops.adapt_datetimefield_value  # as the ORM stores them (SQLite: naive UTC text)
     tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
-    outermost = not connection.in_atomic_block
+    # Only when the claim owns its transaction, and only when it writes something.
+    relax = not connection.in_atomic_block and connection.vendor == "postgresql"
     with transaction.atomic():
-        item, before = _claim_pending(**tier, first=True), _PENDING_STATE
+        item, before = _claim_pending(**tier, first=True, relax=relax), _PENDING_STATE
         if item is None:
             live = (
                 ReviewItem.objects.filter(
@@ -300,8 +310,8 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
                 item, before = _claim_tier(_TIER_EXPIRED, [tier["now"]], **tier)
             if item is None:
                 return None
-        if outermost:  # any time before the COMMIT; only when the claim wrote something
-            _commit_without_waiting_for_disk()
+            if relax:  # any time before the COMMIT
+                _commit_without_waiting_for_disk()
         audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
     item.queue = queue
     item.claimed_by = user

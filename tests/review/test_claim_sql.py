@@ -170,42 +170,53 @@ def test_claim_and_review_query_counts(queue, alice, django_assert_num_queries) 
 
 def test_a_claim_in_a_callers_transaction_keeps_its_durability(queue, alice, on_postgres) -> None:
     ReviewItemFactory(queue=queue)
-    seen: list[str] = []
+    seen: list[tuple[str, str | None]] = []
+    with connection.execute_wrapper(log_with_commit_setting(seen)), transaction.atomic():
+        assert claim_next_item(queue=queue, user=alice) is not None
+    assert not [sql for sql, _ in seen if "synchronous_commit" in sql]
+    assert {setting for _, setting in seen} <= {"on", None}
+
+
+def log_with_commit_setting(seen: list[tuple[str, str | None]]):
+    """An execute wrapper noting each statement with the `synchronous_commit` in force just
+    after it ran, in its transaction (None off PostgreSQL)."""
 
     def log(execute, sql, params, many, context):
-        seen.append(sql)
-        return execute(sql, params, many, context)
+        result = execute(sql, params, many, context)
+        setting = None
+        if connection.vendor == "postgresql":
+            with connection.connection.cursor() as raw:  # psycopg's own: not logged
+                raw.execute("SHOW synchronous_commit")
+                setting = raw.fetchone()[0]
+        seen.append((sql, setting))
+        return result
 
-    with connection.execute_wrapper(log), transaction.atomic():
-        assert claim_next_item(queue=queue, user=alice) is not None
-    assert not [sql for sql in seen if "synchronous_commit" in sql]
+    return log
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_owning_its_transaction_commits_without_waiting_for_the_disk(on_postgres) -> None:
+@pytest.mark.parametrize("tier", ["pending", "assigned"])
+def test_a_claim_owning_its_transaction_commits_without_waiting_for_the_disk(on_postgres, tier) -> None:
     alice = UserFactory(username="alice")
     queue = QueueFactory(slug="answers", members=[alice])
-    item = ReviewItemFactory(queue=queue)
-    seen: list[str] = []
-
-    def log(execute, sql, params, many, context):
-        seen.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(log):
+    item = ReviewItemFactory(queue=queue, assigned_to=alice if tier == "assigned" else None)
+    seen: list[tuple[str, str | None]] = []
+    with connection.execute_wrapper(log_with_commit_setting(seen)):
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
     assert ReviewItem.objects.get(pk=item.pk).status == ItemStatus.CLAIMED and claim_events(item)
+    *_, (last_sql, setting) = seen
+    assert "INSERT INTO core_auditevent" in last_sql  # the claim's last statement, before its COMMIT
     if on_postgres:
-        assert "SET LOCAL synchronous_commit = off" in seen
+        assert setting == "off"
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"  # SET LOCAL: never the session's
     else:
-        assert not [sql for sql in seen if "synchronous_commit" in sql]
+        assert not [sql for sql, _ in seen if "synchronous_commit" in sql]
     seen.clear()
-    with connection.execute_wrapper(log):  # resuming writes nothing: nothing to relax
+    with connection.execute_wrapper(log_with_commit_setting(seen)):  # resuming writes nothing: nothing to relax
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
-    assert not [sql for sql in seen if "synchronous_commit" in sql]
+    assert {setting for _, setting in seen} <= {"on", None}
 
 
 def client_for(user) -> APIClient:
