@@ -11,7 +11,7 @@ PostgreSQL alike. No signals are sent (the project has no model-save receivers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +84,42 @@ def fetch_one(sql: str, params: Sequence[Any], *parts: Columns) -> list[models.M
     return None if row is None else load_row(row, *parts)[0]
 
 
-def insert(objs: Sequence[models.Model]) -> None:
-    """INSERT unsaved instances of one model in one statement (VALUES rows; no UNNEST, which
-    PostgreSQL plans slowly for JSON arrays) and set their primary keys from RETURNING."""
-    if not objs:
+@dataclass(frozen=True)
+class Statement:
+    """One write for `run`: its SQL and parameters, and what to do with the rows it returns."""
+
+    sql: str
+    params: list[Any]
+    returned: Callable[[list[tuple[Any, ...]]], None] | None = None
+
+
+def run(*statements: Statement) -> None:
+    """Run writes in order, in one round trip on PostgreSQL (its client-side binding cursor,
+    Django's default, sends `a; b; c` as one query and reads each statement's result in turn),
+    one by one elsewhere. A failing statement raises as if run alone; inside a transaction, the
+    caller's `atomic` undoes the ones before it."""
+    statements = tuple(st for st in statements if st.sql)
+    if not statements:
         return
+    together = connection.vendor == "postgresql" and len(statements) > 1
+    with connection.cursor() as cursor:
+        if together:
+            cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
+        for i, st in enumerate(statements):
+            if not together:
+                cursor.execute(st.sql, st.params)
+            elif i:
+                cursor.nextset()
+            if st.returned is not None:
+                st.returned(cursor.fetchall())
+
+
+def insert_statement(objs: Sequence[models.Model]) -> Statement:
+    """The INSERT of unsaved instances of one model in one statement (VALUES rows; no UNNEST,
+    which PostgreSQL plans slowly for JSON arrays); running it sets their primary keys from
+    RETURNING. No instances: no statement (`run` skips it)."""
+    if not objs:
+        return Statement("", [])
     model = type(objs[0])
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
@@ -100,12 +131,18 @@ def insert(objs: Sequence[models.Model]) -> None:
         f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
         f" VALUES {', '.join([row] * len(objs))} RETURNING {meta.pk.column}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        pks = [pk for (pk,) in cursor.fetchall()]
-    for obj, pk in zip(objs, pks, strict=True):
-        obj.pk = pk
-        obj._state.adding, obj._state.db = False, connection.alias
+
+    def saved(returned: list[tuple[Any, ...]]) -> None:
+        for obj, (pk,) in zip(objs, returned, strict=True):
+            obj.pk = pk
+            obj._state.adding, obj._state.db = False, connection.alias
+
+    return Statement(sql, params, saved)
+
+
+def insert(objs: Sequence[models.Model]) -> None:
+    """INSERT unsaved instances of one model in one statement and set their primary keys."""
+    run(insert_statement(objs))
 
 
 def load_many(objs: Sequence[models.Model]) -> None:
@@ -125,11 +162,15 @@ def load_many(objs: Sequence[models.Model]) -> None:
             copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
 
 
-def update(obj: models.Model, fields: Sequence[str]) -> None:
-    """UPDATE the named fields of a saved instance (its current values), by primary key."""
+def update_statement(obj: models.Model, fields: Sequence[str]) -> Statement:
+    """The UPDATE of the named fields of a saved instance (its current values), by primary key."""
     meta = obj._meta
     targets = [meta.get_field(name) for name in fields]
     sql = f"UPDATE {meta.db_table} SET {', '.join(f'{f.column} = %s' for f in targets)} WHERE {meta.pk.column} = %s"
     params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk])
+    return Statement(sql, [*params, obj.pk])
+
+
+def update(obj: models.Model, fields: Sequence[str]) -> None:
+    """UPDATE the named fields of a saved instance (its current values), by primary key."""
+    run(update_statement(obj, fields))

@@ -678,33 +678,35 @@ def _decide(
         method=method,
         decided_at=now,
     )
-    rows.insert([decision])
-    step.status, step.updated_at = status, now
-    rows.update(step, ["status", "updated_at"])
-    before = _item_state(item)
-    item.status = ItemStatus.RESOLVED
-    item.resolved_at = now
-    item.claimed_by = None
-    item.lease_expires_at = None
-    rows.update(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"])
     if item.escalated_from_id is not None or method in (DecisionMethod.ADJUDICATED, DecisionMethod.TIMEOUT):
         # The step's other items (the escalated original, or its copy in the escalation queue) are moot.
         ReviewItem.objects.filter(step_id=step.pk, status__in=[*OPEN_ITEM_STATUSES, ItemStatus.ESCALATED]).exclude(
             pk=item.pk
         ).update(status=ItemStatus.RESOLVED, resolved_at=now, claimed_by=None, lease_expires_at=None)
-    audit.record_many(
-        [
-            *preceding,
-            audit.audit_event(
-                "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
-            ),
-            audit.audit_event(
-                "step.decided",
-                step,
-                actor=actor,
-                after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
-            ),
-        ]
+    step.status, step.updated_at = status, now
+    before = _item_state(item)
+    item.status = ItemStatus.RESOLVED
+    item.resolved_at = now
+    item.claimed_by = None
+    item.lease_expires_at = None
+    events = [
+        *preceding,
+        audit.audit_event(
+            "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
+        ),
+        audit.audit_event(
+            "step.decided",
+            step,
+            actor=actor,
+            after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
+        ),
+    ]
+    # The decision's writes in one round trip on PostgreSQL (none reads another's result).
+    rows.run(
+        rows.insert_statement([decision]),
+        rows.update_statement(step, ["status", "updated_at"]),
+        rows.update_statement(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"]),
+        *audit.statements(events),
     )
     transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
     return decision
