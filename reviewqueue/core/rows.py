@@ -7,6 +7,9 @@ the conversions the ORM applies when reading (`from_db` plus the backend's and t
 converters) and values are prepared as it does when saving (`pre_save`, `get_db_prep_save`),
 so the instances and the stored values are the same as through the ORM, on SQLite and
 PostgreSQL alike. No signals are sent (the project has no model-save receivers).
+
+Writes that do not read each other's results can go together (`run`): one round trip on
+PostgreSQL instead of one per statement (a verdict's decision, step, item and audit events).
 """
 
 from __future__ import annotations
