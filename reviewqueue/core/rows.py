@@ -14,7 +14,7 @@ PostgreSQL instead of one per statement (a verdict's decision, step, item and au
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,13 +134,40 @@ def insert_statement(objs: Sequence[models.Model]) -> Statement:
         f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
         f" VALUES {', '.join([row] * len(objs))} RETURNING {meta.pk.column}"
     )
+    return Statement(sql, params, _saved(objs))
+
+
+def _saved(objs: Sequence[models.Model]) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Marks the instances saved, with the primary keys an INSERT … RETURNING gave them."""
 
     def saved(returned: list[tuple[Any, ...]]) -> None:
         for obj, (pk,) in zip(objs, returned, strict=True):
             obj.pk = pk
             obj._state.adding, obj._state.db = False, connection.alias
 
-    return Statement(sql, params, saved)
+    return saved
+
+
+def insert_select_statement(obj: models.Model, source: str, expressions: Mapping[str, str]) -> Statement:
+    """The INSERT of one unsaved instance as `INSERT … SELECT … FROM source`, one row per row of
+    `source` (PostgreSQL: a data-modifying CTE of the same statement), with the fields named in
+    `expressions` (attnames) taken from those SQL expressions over `source` instead of the
+    instance. Running it alone sets the primary key, as `insert_statement` does."""
+    meta = obj._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values: list[str] = []
+    params: list[Any] = []
+    for f in fields:
+        if f.attname in expressions:
+            values.append(expressions[f.attname])
+        else:
+            values.append("%s")
+            params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
+    sql = (
+        f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" SELECT {', '.join(values)} FROM {source} RETURNING {meta.pk.column}"
+    )
+    return Statement(sql, params, _saved([obj]))
 
 
 def insert(objs: Sequence[models.Model]) -> None:

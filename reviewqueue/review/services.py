@@ -160,6 +160,7 @@ def _lock(qs: Any) -> Any:
 _ITEMS = ReviewItem._meta.db_table
 _REVIEWS = Review._meta.db_table
 _CLAIMED = rows.Columns(ReviewItem, "")  # RETURNING list of the claimed row
+_ITEM_TYPE = ReviewItem._meta.model_name or ""  # audit events' object_type of an item
 _CANDIDATE = rows.Columns(ReviewItem, "c")
 _CLAIM_SET = "status = 'claimed', claimed_by_id = %s, claimed_at = %s, lease_expires_at = %s"
 # The tiers after the live claim, in order (see `claim_next_item`): conditions on the candidate `c`.
@@ -207,27 +208,55 @@ def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewIte
     return found[0] if found is not None else None
 
 
-def _claim_returning(sql: str, params: list[Any], *, relax: bool = False) -> ReviewItem | None:
+def _claim_returning(
+    sql: str, params: list[Any], *, relax: bool = False, event: AuditEvent | None = None
+) -> ReviewItem | None:
     """Run an UPDATE of one item row and return the row as a model instance (types converted).
     With `relax` (PostgreSQL), a claimed row also relaxes the commit of this transaction, in the
-    same statement (see `_commit_without_waiting_for_disk`)."""
+    same statement (see `_commit_without_waiting_for_disk`). With `event` (PostgreSQL), a claimed
+    row's audit event is written by the same statement too (a data-modifying CTE), its object the
+    claimed row."""
     returning = _CLAIMED.sql + (f", {_RELAX_COMMIT}" if relax else "")
-    return _fetch_item(f"{sql} RETURNING {returning}", params, _CLAIMED)
+    if event is None:
+        return _fetch_item(f"{sql} RETURNING {returning}", params, _CLAIMED)
+    log = rows.insert_select_statement(event, "claimed", {"object_id": "CAST(claimed.id AS text)"})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH claimed AS ({sql} RETURNING {returning}), logged AS ({log.sql})"
+            " SELECT claimed.*, (SELECT id FROM logged) FROM claimed",
+            [*params, *log.params],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (item,), extra = rows.load_row(row, _CLAIMED)
+    event.object_id = str(item.pk)
+    log.returned([(extra[-1],)])  # type: ignore[misc]
+    return item
 
 
 def _claim_pending(
-    *, queue: Queue, user: User, exclude: Collection[int], now: Any, until: Any, first: bool, relax: bool = False
+    *,
+    queue: Queue,
+    user: User,
+    exclude: Collection[int],
+    now: Any,
+    until: Any,
+    first: bool,
+    relax: bool = False,
+    event: AuditEvent | None = None,
 ) -> ReviewItem | None:
     """The pending tier in one statement (`now`, `until`: database-adapted times). With `first`,
     only when the user has neither a live claim nor an assigned item in the queue
-    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`: as for `_claim_returning`."""
+    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`, `event`: as for
+    `_claim_returning`."""
     candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
     sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
     params = [user.pk, now, until, *params]
     if first:
         sql += f" AND NOT {_MINE_IN_QUEUE}"
         params += [queue.pk, user.pk, user.pk]
-    return _claim_returning(sql, params, relax=relax)
+    return _claim_returning(sql, params, relax=relax, event=event)
 
 
 def _claim_tier(
@@ -280,8 +309,9 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     item ids in `exclude` (the ones the reviewer skipped in the UI).
 
     The common case (no live claim, nothing assigned to the user, a pending item left) is one
-    UPDATE … RETURNING and the audit event's insert, in one transaction, whose commit does not
-    wait for the disk when the claim owns it (`_commit_without_waiting_for_disk`)."""
+    UPDATE … RETURNING and the audit event's insert (on PostgreSQL both in one statement), in
+    one transaction, whose commit does not wait for the disk when the claim owns it
+    (`_commit_without_waiting_for_disk`)."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
@@ -290,8 +320,18 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
     # Only when the claim owns its transaction, and only when it writes something.
     relax = not connection.in_atomic_block and connection.vendor == "postgresql"
+    # PostgreSQL: the common claim writes its audit event in the claiming statement.
+    event = None
+    if connection.vendor == "postgresql":
+        after = {"status": ItemStatus.CLAIMED.value, "claimed_by": user.pk, "lease_expires_at": until.isoformat()}
+        event = audit.audit_event(
+            "item.claimed", object_type=_ITEM_TYPE, actor=user, before=_PENDING_STATE, after=after
+        )
     with transaction.atomic():
-        item, before = _claim_pending(**tier, first=True, relax=relax), _PENDING_STATE
+        item, before = _claim_pending(**tier, first=True, relax=relax, event=event), _PENDING_STATE
+        if item is not None and event is not None:
+            item.queue, item.claimed_by = queue, user
+            return item
         if item is None:
             live = (
                 ReviewItem.objects.filter(
