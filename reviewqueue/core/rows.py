@@ -99,12 +99,12 @@ class Statement:
 def run(*statements: Statement) -> None:
     """Run writes in order, in one round trip on PostgreSQL (its client-side binding cursor,
     Django's default, sends `a; b; c` as one query and reads each statement's result in turn),
-    one by one elsewhere. A failing statement raises as if run alone; inside a transaction, the
-    caller's `atomic` undoes the ones before it."""
+    one by one elsewhere (and with server-side binding). A failing statement raises as if run
+    alone; inside a transaction, the caller's `atomic` undoes the ones before it."""
     statements = tuple(st for st in statements if st.sql)
     if not statements:
         return
-    together = connection.vendor == "postgresql" and len(statements) > 1
+    together = len(statements) > 1 and _client_side_binding()
     with connection.cursor() as cursor:
         if together:
             cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
@@ -115,6 +115,13 @@ def run(*statements: Statement) -> None:
                 cursor.nextset()
             if st.returned is not None:
                 st.returned(cursor.fetchall())
+
+
+def _client_side_binding() -> bool:
+    """PostgreSQL through Django's default cursor, which binds parameters on the client and so
+    may send several statements at once (`OPTIONS["server_side_binding"]` turns that off)."""
+    options = connection.settings_dict.get("OPTIONS") or {}
+    return connection.vendor == "postgresql" and not options.get("server_side_binding")
 
 
 def insert_statement(objs: Sequence[models.Model]) -> Statement:

@@ -59,3 +59,16 @@ def test_a_failing_write_raises_as_alone_and_the_transaction_undoes_the_others(a
     if on_postgres:  # the constraint's name, which submit_review maps to its 409
         assert "review_one_per_reviewer_per_item" in str(raised.value)
     assert not AuditEvent.objects.filter(action="x.before").exists() and again.pk is None
+
+
+def test_with_server_side_binding_the_writes_go_one_by_one(alice, monkeypatch) -> None:
+    """A prepared statement holds one command: then `run` sends them separately."""
+    options = {**(connection.settings_dict.get("OPTIONS") or {}), "server_side_binding": True}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    item = ReviewItemFactory()
+    events = [audit.audit_event("x.one", item), audit.audit_event("x.two", item)]
+    seen: list[str] = []
+    with connection.execute_wrapper(count_queries(seen)), transaction.atomic():
+        first, second = audit.statements(events[:1]), audit.statements(events[1:])
+        rows.run(rows.update_statement(item, ["priority"]), *first, *second)
+    assert len(seen) == 3 and all(e.pk for e in events)
