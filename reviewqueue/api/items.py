@@ -17,7 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reviewqueue.api.steps import step_queryset, step_representation
+from reviewqueue.api.steps import step_queryset, step_representation, undecided_step
+from reviewqueue.core.models import Step
 from reviewqueue.review import permissions, services
 from reviewqueue.review.models import OPEN_ITEM_STATUSES, Decision, Review, ReviewItem
 from reviewqueue.review.services import ReviewError
@@ -53,13 +54,17 @@ def item_json(item: ReviewItem, *, request: Request | None = None, include_step:
         "rubric": queue.rubric,
     }
     if include_step:
-        steps = step_queryset()
         if item.status in OPEN_ITEM_STATUSES:
             # An open item's step is undecided (but for rare races, when its decision loads
-            # lazily): no join to the decision and its reviewer, on every claim.
-            steps = steps.select_related(None).select_related("trace")
-        step = steps.get(pk=item.step_id)
-        data["step"] = step_representation(step, request=request)
+            # lazily): one query without the decision and its reviewer, on every claim.
+            found = undecided_step(item.step_id)
+            if found is None:
+                raise Step.DoesNotExist("Step matching query does not exist.")
+            step, attachments = found
+            data["step"] = step_representation(step, request=request, attachments=attachments)
+        else:
+            step = step_queryset().get(pk=item.step_id)
+            data["step"] = step_representation(step, request=request)
     return data
 
 

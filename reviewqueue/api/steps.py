@@ -6,9 +6,11 @@ Agents only: `Authorization: Bearer <API key>`; reviewer tokens and sessions get
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -24,9 +26,10 @@ from rest_framework.views import APIView
 from reviewqueue.api.authentication import ApiKeyAuthentication, IsAgent, request_agent
 from reviewqueue.api.decisions import step_decision_view
 from reviewqueue.api.pagination import NewestFirstPagination
+from reviewqueue.core import rows
 from reviewqueue.core.ingest import IngestValidationError, ingest_steps
-from reviewqueue.core.models import Agent, Attachment, Step, StepStatus
-from reviewqueue.review.models import ReviewItem
+from reviewqueue.core.models import Agent, Attachment, Step, StepStatus, Trace
+from reviewqueue.review.models import Queue, ReviewItem
 from reviewqueue.review.selectors import step_decision
 
 
@@ -63,22 +66,59 @@ def step_queryset() -> QuerySet[Step]:
     )
 
 
+_STEP = rows.Columns(Step, "s")
+_TRACE = rows.Columns(Trace, "t")
+_ATTACHMENT = rows.Columns(Attachment, "a")
+
+
+def undecided_step(step_id: int) -> tuple[Step, list[Attachment]] | None:
+    """A step and its attachments as `step_representation` reads them, in one hand-written
+    query (see `rows`; the reviewer API's claim runs it on every item): the step with its trace
+    and the slug of its latest item's queue, one row per attachment. For a step under review:
+    a decision, should there be one, loads on access (one query), as the ORM would."""
+    items, queues = ReviewItem._meta.db_table, Queue._meta.db_table
+    latest_queue = (
+        f"(SELECT lq.slug FROM {items} li JOIN {queues} lq ON lq.id = li.queue_id"
+        " WHERE li.step_id = s.id ORDER BY li.id DESC LIMIT 1)"
+    )
+    sql = (
+        f"SELECT {_STEP.sql}, {latest_queue}, {_TRACE.sql}, {_ATTACHMENT.sql} FROM {Step._meta.db_table} s"
+        f" LEFT JOIN {Trace._meta.db_table} t ON t.id = s.trace_id"
+        f" LEFT JOIN {Attachment._meta.db_table} a ON a.step_id = s.id WHERE s.id = %s ORDER BY a.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [step_id])
+        found = cursor.fetchall()
+    if not found:
+        return None
+    (step,), (queue_slug, *joined) = rows.load_row(found[0], _STEP)
+    step.queue_slug = queue_slug  # type: ignore[attr-defined]
+    if step.trace_id is not None:
+        step.trace = _TRACE.load(joined[: len(_TRACE.fields)])
+    start = len(_STEP.fields) + 1 + len(_TRACE.fields)
+    attachments = [_ATTACHMENT.load(row[start:]) for row in found if row[start] is not None]
+    return step, attachments
+
+
 def attachment_urls(attachment: Attachment) -> tuple[str, str]:
     """Served by the reviewer UI (web app), which checks access."""
     return f"/attachments/{attachment.pk}/", f"/attachments/{attachment.pk}/thumb/"
 
 
-def step_representation(step: Step, *, request: Any = None) -> dict[str, Any]:
+def step_representation(
+    step: Step, *, request: Any = None, attachments: Sequence[Attachment] | None = None
+) -> dict[str, Any]:
     """The one JSON form of a step (the API, and webhooks). `step` should come from
-    `step_queryset()`. URLs are absolute when a request is given, else paths."""
+    `step_queryset()` (or `undecided_step`, with its `attachments`). URLs are absolute when a
+    request is given, else paths."""
 
     def url(path: str) -> str:
         return request.build_absolute_uri(path) if request is not None else path
 
-    attachments = []
-    for a in step.attachments.all():
+    shown = []
+    for a in step.attachments.all() if attachments is None else attachments:
         image_url, thumb_url = attachment_urls(a)
-        attachments.append(
+        shown.append(
             {
                 "id": a.pk,
                 "filename": a.filename,
@@ -111,7 +151,7 @@ def step_representation(step: Step, *, request: Any = None) -> dict[str, Any]:
         if step.rule_name
         else None,
         "spot_check": step.spot_check,
-        "attachments": attachments,
+        "attachments": shown,
         "created_at": step.created_at.isoformat(),
         "decision": step_decision(step),
     }

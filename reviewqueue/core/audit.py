@@ -49,5 +49,9 @@ def record(action: str, obj: models.Model | None = None, **kwargs: Any) -> Audit
 def record_many(events: list[AuditEvent]) -> None:
     """Save audit events in one INSERT per 500 (VALUES rows: Django's UNNEST bulk insert plans
     slowly with JSON columns, and these batches are small)."""
-    for start in range(0, len(events), 500):
-        rows.insert(events[start : start + 500])
+    rows.run(*statements(events))
+
+
+def statements(events: list[AuditEvent]) -> list[rows.Statement]:
+    """The INSERTs that save `events` (one per 500), for `rows.run` with other writes."""
+    return [rows.insert_statement(events[start : start + 500]) for start in range(0, len(events), 500)]

@@ -7,11 +7,14 @@ the conversions the ORM applies when reading (`from_db` plus the backend's and t
 converters) and values are prepared as it does when saving (`pre_save`, `get_db_prep_save`),
 so the instances and the stored values are the same as through the ORM, on SQLite and
 PostgreSQL alike. No signals are sent (the project has no model-save receivers).
+
+Writes that do not read each other's results can go together (`run`): one round trip on
+PostgreSQL instead of one per statement (a verdict's decision, step, item and audit events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,25 +30,42 @@ class Columns:
     alias: str
     skip: tuple[str, ...] = ()
     fields: tuple[Any, ...] = field(init=False)
+    attnames: list[str] = field(init=False, compare=False, repr=False)
+    _converters: dict[str, tuple] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         kept = tuple(f for f in self.model._meta.concrete_fields if f.name not in self.skip)
         object.__setattr__(self, "fields", kept)
+        object.__setattr__(self, "attnames", [f.attname for f in kept])
 
     @property
     def sql(self) -> str:
         """`alias.column, …` for a SELECT or RETURNING list (names from the model, not input)."""
         return ", ".join(f"{self.alias}.{f.column}" if self.alias else f.column for f in self.fields)
 
+    def converters(self) -> tuple[tuple[int, Any, list[Any]], ...]:
+        """(position, column, converters) of the fields that have converters on this database
+        (the backend's and the field's, as the ORM applies them), worked out once per vendor."""
+        cache = self._converters
+        found = cache.get(connection.vendor)
+        if found is None:
+            table = self.model._meta.db_table
+            found = []
+            for i, f in enumerate(self.fields):
+                col = f.get_col(table)
+                converters = connection.ops.get_db_converters(col) + f.get_db_converters(connection)
+                if converters:
+                    found.append((i, col, converters))
+            found = cache[connection.vendor] = tuple(found)
+        return found
+
     def load(self, values: Sequence[Any]) -> models.Model:
         """An instance from this part of a row, converted as the ORM would."""
         converted = list(values)
-        table = self.model._meta.db_table
-        for i, f in enumerate(self.fields):
-            col = f.get_col(table)
-            for converter in connection.ops.get_db_converters(col) + f.get_db_converters(connection):
+        for i, col, converters in self.converters():
+            for converter in converters:
                 converted[i] = converter(converted[i], col, connection)
-        return self.model.from_db(connection.alias, [f.attname for f in self.fields], converted)
+        return self.model.from_db(connection.alias, self.attnames, converted)
 
 
 def load_row(row: Sequence[Any], *parts: Columns) -> tuple[list[models.Model], list[Any]]:
@@ -67,11 +87,49 @@ def fetch_one(sql: str, params: Sequence[Any], *parts: Columns) -> list[models.M
     return None if row is None else load_row(row, *parts)[0]
 
 
-def insert(objs: Sequence[models.Model]) -> None:
-    """INSERT unsaved instances of one model in one statement (VALUES rows; no UNNEST, which
-    PostgreSQL plans slowly for JSON arrays) and set their primary keys from RETURNING."""
-    if not objs:
+@dataclass(frozen=True)
+class Statement:
+    """One write for `run`: its SQL and parameters, and what to do with the rows it returns."""
+
+    sql: str
+    params: list[Any]
+    returned: Callable[[list[tuple[Any, ...]]], None] | None = None
+
+
+def run(*statements: Statement) -> None:
+    """Run writes in order, in one round trip on PostgreSQL (its client-side binding cursor,
+    Django's default, sends `a; b; c` as one query and reads each statement's result in turn),
+    one by one elsewhere (and with server-side binding). A failing statement raises as if run
+    alone; inside a transaction, the caller's `atomic` undoes the ones before it."""
+    statements = tuple(st for st in statements if st.sql)
+    if not statements:
         return
+    together = len(statements) > 1 and _client_side_binding()
+    with connection.cursor() as cursor:
+        if together:
+            cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
+        for i, st in enumerate(statements):
+            if not together:
+                cursor.execute(st.sql, st.params)
+            elif i:
+                cursor.nextset()
+            if st.returned is not None:
+                st.returned(cursor.fetchall())
+
+
+def _client_side_binding() -> bool:
+    """PostgreSQL through Django's default cursor, which binds parameters on the client and so
+    may send several statements at once (`OPTIONS["server_side_binding"]` turns that off)."""
+    options = connection.settings_dict.get("OPTIONS") or {}
+    return connection.vendor == "postgresql" and not options.get("server_side_binding")
+
+
+def insert_statement(objs: Sequence[models.Model]) -> Statement:
+    """The INSERT of unsaved instances of one model in one statement (VALUES rows; no UNNEST,
+    which PostgreSQL plans slowly for JSON arrays); running it sets their primary keys from
+    RETURNING. No instances: no statement (`run` skips it)."""
+    if not objs:
+        return Statement("", [])
     model = type(objs[0])
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
@@ -83,12 +141,45 @@ def insert(objs: Sequence[models.Model]) -> None:
         f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
         f" VALUES {', '.join([row] * len(objs))} RETURNING {meta.pk.column}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        pks = [pk for (pk,) in cursor.fetchall()]
-    for obj, pk in zip(objs, pks, strict=True):
-        obj.pk = pk
-        obj._state.adding, obj._state.db = False, connection.alias
+    return Statement(sql, params, _saved(objs))
+
+
+def _saved(objs: Sequence[models.Model]) -> Callable[[list[tuple[Any, ...]]], None]:
+    """Marks the instances saved, with the primary keys an INSERT … RETURNING gave them."""
+
+    def saved(returned: list[tuple[Any, ...]]) -> None:
+        for obj, (pk,) in zip(objs, returned, strict=True):
+            obj.pk = pk
+            obj._state.adding, obj._state.db = False, connection.alias
+
+    return saved
+
+
+def insert_select_statement(obj: models.Model, source: str, expressions: Mapping[str, str]) -> Statement:
+    """The INSERT of one unsaved instance as `INSERT … SELECT … FROM source`, one row per row of
+    `source` (PostgreSQL: a data-modifying CTE of the same statement), with the fields named in
+    `expressions` (attnames) taken from those SQL expressions over `source` instead of the
+    instance. Running it alone sets the primary key, as `insert_statement` does."""
+    meta = obj._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values: list[str] = []
+    params: list[Any] = []
+    for f in fields:
+        if f.attname in expressions:
+            values.append(expressions[f.attname])
+        else:
+            values.append("%s")
+            params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
+    sql = (
+        f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" SELECT {', '.join(values)} FROM {source} RETURNING {meta.pk.column}"
+    )
+    return Statement(sql, params, _saved([obj]))
+
+
+def insert(objs: Sequence[models.Model]) -> None:
+    """INSERT unsaved instances of one model in one statement and set their primary keys."""
+    run(insert_statement(objs))
 
 
 def load_many(objs: Sequence[models.Model]) -> None:
@@ -108,11 +199,15 @@ def load_many(objs: Sequence[models.Model]) -> None:
             copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
 
 
-def update(obj: models.Model, fields: Sequence[str]) -> None:
-    """UPDATE the named fields of a saved instance (its current values), by primary key."""
+def update_statement(obj: models.Model, fields: Sequence[str]) -> Statement:
+    """The UPDATE of the named fields of a saved instance (its current values), by primary key."""
     meta = obj._meta
     targets = [meta.get_field(name) for name in fields]
     sql = f"UPDATE {meta.db_table} SET {', '.join(f'{f.column} = %s' for f in targets)} WHERE {meta.pk.column} = %s"
     params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, obj.pk])
+    return Statement(sql, [*params, obj.pk])
+
+
+def update(obj: models.Model, fields: Sequence[str]) -> None:
+    """UPDATE the named fields of a saved instance (its current values), by primary key."""
+    run(update_statement(obj, fields))

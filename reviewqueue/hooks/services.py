@@ -24,12 +24,12 @@ from typing import Any
 
 import httpcore
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from reviewqueue.core import audit
-from reviewqueue.core.models import Agent
+from reviewqueue.core import audit, rows
+from reviewqueue.core.models import Agent, Step
 from reviewqueue.hooks.models import (
     TEST_EVENT,
     DeliveryStatus,
@@ -200,7 +200,7 @@ def enqueue_event(
 ) -> list[WebhookDelivery]:
     """Record the event for every enabled webhook of the step's agent subscribed to it, and
     start delivering after commit. Cheap when the agent has no webhooks (one query)."""
-    hooks = [h for h in Webhook.objects.filter(agent__steps__id=step_id, enabled=True) if event_type in h.events]
+    hooks = [h for h in step_webhooks(step_id) if event_type in h.events]
     if not hooks:
         return []
     data = _step_data(step_id)
@@ -220,6 +220,21 @@ def enqueue_event(
             "escalated_to": {"id": escalated_to_id, "queue": queues.get(escalated_to_id)} if escalated_to_id else None,
         }
     return _create_deliveries(hooks, event_type, data, step_id)
+
+
+_WEBHOOK = rows.Columns(Webhook, "w")
+
+
+def step_webhooks(step_id: int) -> list[Webhook]:
+    """The enabled webhooks of the step's agent, in their order (`Meta.ordering`: agent name,
+    then id; one agent here): one hand-written query, as every decision asks (see `rows`)."""
+    sql = (
+        f"SELECT {_WEBHOOK.sql} FROM {Webhook._meta.db_table} w"
+        f" JOIN {Step._meta.db_table} s ON s.agent_id = w.agent_id WHERE s.id = %s AND w.enabled ORDER BY w.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [step_id])
+        return [_WEBHOOK.load(row) for row in cursor.fetchall()]
 
 
 def send_test_event(*, webhook: Webhook) -> WebhookDelivery:

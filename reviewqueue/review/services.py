@@ -160,6 +160,7 @@ def _lock(qs: Any) -> Any:
 _ITEMS = ReviewItem._meta.db_table
 _REVIEWS = Review._meta.db_table
 _CLAIMED = rows.Columns(ReviewItem, "")  # RETURNING list of the claimed row
+_ITEM_TYPE = ReviewItem._meta.model_name or ""  # audit events' object_type of an item
 _CANDIDATE = rows.Columns(ReviewItem, "c")
 _CLAIM_SET = "status = 'claimed', claimed_by_id = %s, claimed_at = %s, lease_expires_at = %s"
 # The tiers after the live claim, in order (see `claim_next_item`): conditions on the candidate `c`.
@@ -207,24 +208,55 @@ def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewIte
     return found[0] if found is not None else None
 
 
-def _claim_returning(sql: str, params: list[Any]) -> ReviewItem | None:
-    """Run an UPDATE of one item row and return the row as a model instance (types converted)."""
-    return _fetch_item(f"{sql} RETURNING {_CLAIMED.sql}", params, _CLAIMED)
+def _claim_returning(
+    sql: str, params: list[Any], *, relax: bool = False, event: AuditEvent | None = None
+) -> ReviewItem | None:
+    """Run an UPDATE of one item row and return the row as a model instance (types converted).
+    With `relax` (PostgreSQL), a claimed row also relaxes the commit of this transaction, in the
+    same statement (see `_commit_without_waiting_for_disk`). With `event` (PostgreSQL), a claimed
+    row's audit event is written by the same statement too (a data-modifying CTE), its object the
+    claimed row."""
+    returning = _CLAIMED.sql + (f", {_RELAX_COMMIT}" if relax else "")
+    if event is None:
+        return _fetch_item(f"{sql} RETURNING {returning}", params, _CLAIMED)
+    log = rows.insert_select_statement(event, "claimed", {"object_id": "CAST(claimed.id AS text)"})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH claimed AS ({sql} RETURNING {returning}), logged AS ({log.sql})"
+            " SELECT claimed.*, (SELECT id FROM logged) FROM claimed",
+            [*params, *log.params],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (item,), extra = rows.load_row(row, _CLAIMED)
+    event.object_id = str(item.pk)
+    log.returned([(extra[-1],)])  # type: ignore[misc]
+    return item
 
 
 def _claim_pending(
-    *, queue: Queue, user: User, exclude: Collection[int], now: Any, until: Any, first: bool
+    *,
+    queue: Queue,
+    user: User,
+    exclude: Collection[int],
+    now: Any,
+    until: Any,
+    first: bool,
+    relax: bool = False,
+    event: AuditEvent | None = None,
 ) -> ReviewItem | None:
     """The pending tier in one statement (`now`, `until`: database-adapted times). With `first`,
     only when the user has neither a live claim nor an assigned item in the queue
-    (`_MINE_IN_QUEUE`): those tiers must be asked first."""
+    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`, `event`: as for
+    `_claim_returning`."""
     candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
     sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
     params = [user.pk, now, until, *params]
     if first:
         sql += f" AND NOT {_MINE_IN_QUEUE}"
         params += [queue.pk, user.pk, user.pk]
-    return _claim_returning(sql, params)
+    return _claim_returning(sql, params, relax=relax, event=event)
 
 
 def _claim_tier(
@@ -247,16 +279,22 @@ def _claim_tier(
     return item, _item_state(old)
 
 
+# `SET LOCAL synchronous_commit = off` as an expression: evaluated in the claim's RETURNING list,
+# so only when a row was claimed, and without a statement of its own.
+_RELAX_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
 def _commit_without_waiting_for_disk() -> None:
     """PostgreSQL: this transaction's COMMIT does not wait for its WAL to reach the disk
     (`SET LOCAL synchronous_commit = off`; ~1-4 ms saved per claim). A claim is a lease: should
     the database crash within the WAL writer's delay (a fraction of a second), the claim and its
     audit event are lost together and the item is simply pending again. Commits are never
     reordered: any later durable commit (a review of the item, for one) flushes the claim first.
-    Only for a transaction the claim owns (not inside a caller's), so nothing else is affected."""
+    Only for a transaction the claim owns (not inside a caller's), so nothing else is affected.
+    The common claim does the same in its UPDATE (`_RELAX_COMMIT`) and needs no call."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off")
+            cursor.execute(f"SELECT {_RELAX_COMMIT}")
 
 
 def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
@@ -271,17 +309,29 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     item ids in `exclude` (the ones the reviewer skipped in the UI).
 
     The common case (no live claim, nothing assigned to the user, a pending item left) is one
-    UPDATE … RETURNING and the audit event's insert, in one transaction, whose commit does not
-    wait for the disk when the claim owns it (`_commit_without_waiting_for_disk`)."""
+    UPDATE … RETURNING and the audit event's insert (on PostgreSQL both in one statement), in
+    one transaction, whose commit does not wait for the disk when the claim owns it
+    (`_commit_without_waiting_for_disk`)."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
     until = now + timedelta(seconds=queue.lease_seconds)
     adapt = connection.ops.adapt_datetimefield_value  # as the ORM stores them (SQLite: naive UTC text)
     tier = {"queue": queue, "user": user, "exclude": exclude, "now": adapt(now), "until": adapt(until)}
-    outermost = not connection.in_atomic_block
+    # Only when the claim owns its transaction, and only when it writes something.
+    relax = not connection.in_atomic_block and connection.vendor == "postgresql"
+    # PostgreSQL: the common claim writes its audit event in the claiming statement.
+    event = None
+    if connection.vendor == "postgresql":
+        after = {"status": ItemStatus.CLAIMED.value, "claimed_by": user.pk, "lease_expires_at": until.isoformat()}
+        event = audit.audit_event(
+            "item.claimed", object_type=_ITEM_TYPE, actor=user, before=_PENDING_STATE, after=after
+        )
     with transaction.atomic():
-        item, before = _claim_pending(**tier, first=True), _PENDING_STATE
+        item, before = _claim_pending(**tier, first=True, relax=relax, event=event), _PENDING_STATE
+        if item is not None and event is not None:
+            item.queue, item.claimed_by = queue, user
+            return item
         if item is None:
             live = (
                 ReviewItem.objects.filter(
@@ -300,8 +350,8 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
                 item, before = _claim_tier(_TIER_EXPIRED, [tier["now"]], **tier)
             if item is None:
                 return None
-        if outermost:  # any time before the COMMIT; only when the claim wrote something
-            _commit_without_waiting_for_disk()
+            if relax:  # any time before the COMMIT
+                _commit_without_waiting_for_disk()
         audit.record("item.claimed", item, actor=user, before=before, after=_item_state(item))
     item.queue = queue
     item.claimed_by = user
@@ -668,33 +718,35 @@ def _decide(
         method=method,
         decided_at=now,
     )
-    rows.insert([decision])
-    step.status, step.updated_at = status, now
-    rows.update(step, ["status", "updated_at"])
-    before = _item_state(item)
-    item.status = ItemStatus.RESOLVED
-    item.resolved_at = now
-    item.claimed_by = None
-    item.lease_expires_at = None
-    rows.update(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"])
     if item.escalated_from_id is not None or method in (DecisionMethod.ADJUDICATED, DecisionMethod.TIMEOUT):
         # The step's other items (the escalated original, or its copy in the escalation queue) are moot.
         ReviewItem.objects.filter(step_id=step.pk, status__in=[*OPEN_ITEM_STATUSES, ItemStatus.ESCALATED]).exclude(
             pk=item.pk
         ).update(status=ItemStatus.RESOLVED, resolved_at=now, claimed_by=None, lease_expires_at=None)
-    audit.record_many(
-        [
-            *preceding,
-            audit.audit_event(
-                "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
-            ),
-            audit.audit_event(
-                "step.decided",
-                step,
-                actor=actor,
-                after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
-            ),
-        ]
+    step.status, step.updated_at = status, now
+    before = _item_state(item)
+    item.status = ItemStatus.RESOLVED
+    item.resolved_at = now
+    item.claimed_by = None
+    item.lease_expires_at = None
+    events = [
+        *preceding,
+        audit.audit_event(
+            "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
+        ),
+        audit.audit_event(
+            "step.decided",
+            step,
+            actor=actor,
+            after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
+        ),
+    ]
+    # The decision's writes in one round trip on PostgreSQL (none reads another's result).
+    rows.run(
+        rows.insert_statement([decision]),
+        rows.update_statement(step, ["status", "updated_at"]),
+        rows.update_statement(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"]),
+        *audit.statements(events),
     )
     transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
     return decision

@@ -166,3 +166,56 @@ def test_the_claim_payload_is_blind_to_other_reviews(alice) -> None:
     text = response.content.decode()
     assert "SECRET-REASON" not in text and "reject" not in text and "bob" not in text
     assert "reviews" not in response.json()
+
+
+def test_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice) -> None:
+    """The claim loads the step, its trace, its latest queue and its attachments in one
+    hand-written query: the same JSON as through `step_queryset` (the ORM)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from reviewqueue.api.steps import step_queryset, step_representation
+    from reviewqueue.core.ingest import ingest_steps
+    from reviewqueue.core.models import Agent, Attachment
+
+    def png(color: str) -> str:
+        out = io.BytesIO()
+        Image.new("RGB", (40, 20), color).save(out, format="PNG")
+        return base64.b64encode(out.getvalue()).decode()
+
+    agent = Agent.objects.create(name="browser-agent")
+    ingest_steps(
+        agent=agent,
+        payloads=[
+            {
+                "external_id": "s1",
+                "trace_id": "t-1",
+                "kind": "tool_call",
+                "name": "computer",
+                "input": [{"role": "user", "content": "click it"}],
+                "output": {"action": "click", "x": 1, "y": 2},
+                "metadata": {"k": [1, 2]},
+                "confidence": 0.25,
+                "attachments": [
+                    {"filename": "a.png", "content_type": "image/png", "data": png("#336699")},
+                    {"filename": "b.png", "content_type": "image/png", "data": png("#993366")},
+                ],
+            },
+            {"external_id": "s2", "output": "plain"},
+        ],
+    )
+    with_attachments, plain = (Attachment.objects.order_by("id").first().step, agent.steps.get(external_id="s2"))
+    ReviewItem.objects.all().delete()
+    bodies = []
+    for step in (with_attachments, plain):
+        ReviewItemFactory(queue=queue, step=step)
+        claimed = client_for(alice).post("/api/v1/queues/answers/claim")
+        expected = step_representation(step_queryset().get(pk=step.pk), request=claimed.wsgi_request)
+        assert claimed.json()["step"] == expected
+        bodies.append(expected)
+        submit_review(item_id=claimed.json()["id"], user=alice, verdict="approve")
+    assert [a["filename"] for a in bodies[0]["attachments"]] == ["a.png", "b.png"]
+    assert bodies[0]["trace_id"] == "t-1" and bodies[0]["queue"] == "answers"
+    assert bodies[1]["attachments"] == [] and bodies[1]["trace_id"] is None

@@ -24,6 +24,7 @@ from reviewqueue.hooks.services import (
     retry_delay,
     send_test_event,
     signature,
+    step_webhooks,
     verify_signature,
 )
 from reviewqueue.review.services import claim_next_item, submit_review
@@ -239,6 +240,24 @@ def test_disabled_or_unsubscribed_webhooks_get_nothing() -> None:
     Webhook.objects.create(agent=agent, url="https://example.com/1", enabled=False)
     Webhook.objects.create(agent=agent, url="https://example.com/2", events=["item.escalated"])
     assert enqueue_event(event_type="step.decided", step_id=StepFactory(agent=agent).pk) == []
+
+
+@pytest.mark.django_db
+def test_a_steps_webhooks_are_its_agents_enabled_ones_as_the_orm_reads_them() -> None:
+    agent, other = AgentFactory(name="a"), AgentFactory(name="b")
+    later = Webhook.objects.create(agent=agent, url="https://example.com/2", events=["item.escalated"])
+    first = Webhook.objects.create(agent=agent, url="https://example.com/1", secret="s" * 20)
+    Webhook.objects.filter(pk=first.pk).update(id=later.pk + 1)  # ids, not creation, give the order
+    Webhook.objects.create(agent=agent, url="https://example.com/off", enabled=False)
+    Webhook.objects.create(agent=other, url="https://example.com/other")
+    step = StepFactory(agent=agent)
+    expected = list(Webhook.objects.filter(agent__steps__id=step.pk, enabled=True))
+    found = step_webhooks(step.pk)
+    assert [h.pk for h in found] == [h.pk for h in expected] == [later.pk, later.pk + 1]
+    for mine, orms in zip(found, expected, strict=True):
+        for field in Webhook._meta.concrete_fields:
+            assert getattr(mine, field.attname) == getattr(orms, field.attname), field.name
+    assert step_webhooks(StepFactory(agent=AgentFactory(name="c")).pk) == []
 
 
 @pytest.fixture

@@ -57,6 +57,9 @@ def test_the_claimed_row_matches_what_the_orm_reads_and_stores(queue, alice) -> 
         "lease_expires_at": claimed.lease_expires_at.isoformat(),
     }
     assert event.actor == alice
+    # PostgreSQL writes it in the claiming statement: the same row as `audit.record` writes
+    assert (event.actor_label, event.actor_agent, event.object_type) == ("alice", None, "reviewitem")
+    assert event.created_at <= timezone.now() and timezone.is_aware(event.created_at)
 
 
 def test_an_assigned_item_held_on_an_expired_lease_goes_to_its_assignee_first(queue, alice, bob, boss) -> None:
@@ -159,53 +162,66 @@ def test_the_locked_item_carries_its_queue_and_step_and_the_input_loads_on_acces
 def test_claim_and_review_query_counts(queue, alice, django_assert_num_queries) -> None:
     item = ReviewItemFactory(queue=queue)
     services.note_membership_checked(queue, alice)
-    # Inside the test's transaction: savepoint, UPDATE … RETURNING, the audit event, release.
-    with django_assert_num_queries(4):
+    # Inside the test's transaction: savepoint, UPDATE … RETURNING, the audit event (in the same
+    # statement on PostgreSQL), release.
+    with django_assert_num_queries(3 if connection.vendor == "postgresql" else 4):
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
-    # savepoint, lock (with membership), review, decision, step, item, audit events, release
-    # (pg_notify and the webhook lookup run after the real commit)
-    with django_assert_num_queries(8):
+    # savepoint, lock (with membership), review, then decision, step, item and audit events (one
+    # round trip on PostgreSQL: rows.run), release (pg_notify and the webhook lookup run after
+    # the real commit)
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 8):
         submit_review(item_id=item.pk, user=alice, verdict="approve")
 
 
 def test_a_claim_in_a_callers_transaction_keeps_its_durability(queue, alice, on_postgres) -> None:
     ReviewItemFactory(queue=queue)
-    seen: list[str] = []
+    seen: list[tuple[str, str | None]] = []
+    with connection.execute_wrapper(log_with_commit_setting(seen)), transaction.atomic():
+        assert claim_next_item(queue=queue, user=alice) is not None
+    assert not [sql for sql, _ in seen if "synchronous_commit" in sql]
+    assert {setting for _, setting in seen} <= {"on", None}
+
+
+def log_with_commit_setting(seen: list[tuple[str, str | None]]):
+    """An execute wrapper noting each statement with the `synchronous_commit` in force just
+    after it ran, in its transaction (None off PostgreSQL)."""
 
     def log(execute, sql, params, many, context):
-        seen.append(sql)
-        return execute(sql, params, many, context)
+        result = execute(sql, params, many, context)
+        setting = None
+        if connection.vendor == "postgresql":
+            with connection.connection.cursor() as raw:  # psycopg's own: not logged
+                raw.execute("SHOW synchronous_commit")
+                setting = raw.fetchone()[0]
+        seen.append((sql, setting))
+        return result
 
-    with connection.execute_wrapper(log), transaction.atomic():
-        assert claim_next_item(queue=queue, user=alice) is not None
-    assert not [sql for sql in seen if "synchronous_commit" in sql]
+    return log
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_owning_its_transaction_commits_without_waiting_for_the_disk(on_postgres) -> None:
+@pytest.mark.parametrize("tier", ["pending", "assigned"])
+def test_a_claim_owning_its_transaction_commits_without_waiting_for_the_disk(on_postgres, tier) -> None:
     alice = UserFactory(username="alice")
     queue = QueueFactory(slug="answers", members=[alice])
-    item = ReviewItemFactory(queue=queue)
-    seen: list[str] = []
-
-    def log(execute, sql, params, many, context):
-        seen.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(log):
+    item = ReviewItemFactory(queue=queue, assigned_to=alice if tier == "assigned" else None)
+    seen: list[tuple[str, str | None]] = []
+    with connection.execute_wrapper(log_with_commit_setting(seen)):
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
     assert ReviewItem.objects.get(pk=item.pk).status == ItemStatus.CLAIMED and claim_events(item)
+    *_, (last_sql, setting) = seen
+    assert "INSERT INTO core_auditevent" in last_sql  # the claim's last statement, before its COMMIT
     if on_postgres:
-        assert "SET LOCAL synchronous_commit = off" in seen
+        assert setting == "off"
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"  # SET LOCAL: never the session's
     else:
-        assert not [sql for sql in seen if "synchronous_commit" in sql]
+        assert not [sql for sql, _ in seen if "synchronous_commit" in sql]
     seen.clear()
-    with connection.execute_wrapper(log):  # resuming writes nothing: nothing to relax
+    with connection.execute_wrapper(log_with_commit_setting(seen)):  # resuming writes nothing: nothing to relax
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
-    assert not [sql for sql in seen if "synchronous_commit" in sql]
+    assert {setting for _, setting in seen} <= {"on", None}
 
 
 def client_for(user) -> APIClient:
