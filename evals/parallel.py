@@ -12,10 +12,11 @@ is left out, so the files are byte for byte those of a serial export. All proces
 snapshot (the parent's REPEATABLE READ transaction, shared with `pg_export_snapshot()`), so
 the slices see the data one query would.
 
-Used on PostgreSQL, for formats written as JSON lines, outside a transaction (the workers see
-only committed data) and with at least MIN_STEPS_PER_WORKER steps a worker; otherwise the
-export is serial. On any error the workers are killed and every part file removed; a worker
-whose parent has died removes its files and exits."""
+Used on PostgreSQL without a connection pool (DB_POOL), for formats written as JSON lines,
+outside a transaction (the workers see only committed data) and with at least
+MIN_STEPS_PER_WORKER steps a worker; otherwise the export is serial. On any error the
+workers are killed and every part file removed; a worker whose parent has died removes its
+files and exits."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def usable(fmt: Format, workers: int) -> bool:
         and fmt.container == "jsonl"
         and connection.vendor == "postgresql"
         and not connection.in_atomic_block
+        # A forked worker must not take connections from the pool it inherited (the parent's).
+        and not connection.settings_dict.get("OPTIONS", {}).get("pool")
         and hasattr(os, "fork")
     )
 
