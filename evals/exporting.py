@@ -10,6 +10,7 @@ redactions by kind (never the values), and warnings."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import hashlib
@@ -17,6 +18,7 @@ import io
 import os
 import secrets
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class ExportResult:
     splits: Counter[str] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
+    # A parallel export's worker processes (pid, cases_read, peak_rss_kib); not in the summary.
+    workers: list[dict[str, int]] = field(default_factory=list)
 
     def summary(self, fmt: Format) -> dict[str, Any]:
         return {
@@ -73,11 +77,12 @@ class ExportResult:
 
 class _HashingFile:
     """A binary file that hashes what is written to it. Writes are gathered in a list and
-    hashed and written 1 MiB at a time (hashlib releases the GIL on large blocks)."""
+    hashed and written 1 MiB at a time (hashlib releases the GIL on large blocks). A worker's
+    part file (`hashed=False`) is neither hashed nor synced: the final file is."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, hashed: bool = True) -> None:
         self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hashed else None
         self.size = 0
         self.parts: list[bytes] = []
         self.pending = 0
@@ -93,19 +98,24 @@ class _HashingFile:
         self.parts.clear()
         self.pending = 0
         self.file.write(block)
-        self.hash.update(block)
+        if self.hash is not None:
+            self.hash.update(block)
         self.size += len(block)
 
     def close(self) -> None:
         self.flush()
         self.file.flush()
-        os.fsync(self.file.fileno())
+        if self.hash is not None:
+            os.fsync(self.file.fileno())
+        self.file.close()
+
+    def abandon(self) -> None:
         self.file.close()
 
 
 class JsonlWriter:
-    def __init__(self, path: Path) -> None:
-        self.out = _HashingFile(path)
+    def __init__(self, path: Path, *, hashed: bool = True) -> None:
+        self.out = _HashingFile(path, hashed=hashed)
 
     def write(self, record: dict[str, Any]) -> None:
         out = self.out  # _HashingFile.write, inlined: this runs for every row
@@ -117,7 +127,10 @@ class JsonlWriter:
 
     def close(self) -> tuple[str, int]:
         self.out.close()
-        return self.out.hash.hexdigest(), self.out.size
+        return self.out.hash.hexdigest() if self.out.hash else "", self.out.size
+
+    def abandon(self) -> None:
+        self.out.abandon()
 
 
 class CsvWriter:
@@ -153,6 +166,9 @@ class CsvWriter:
         self._flush()
         self.out.close()
         return self.out.hash.hexdigest(), self.out.size
+
+    def abandon(self) -> None:
+        self.out.abandon()
 
 
 class ParquetWriter:
@@ -192,13 +208,17 @@ class ParquetWriter:
                 digest.update(block)
         return digest.hexdigest(), self.path.stat().st_size
 
+    def abandon(self) -> None:
+        self.writer.close()
+
 
 WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter, "parquet": ParquetWriter}
 
 
-def _manifest_line(line: int, case: Case) -> bytes:
+def _manifest_body(case: Case) -> bytes:
+    """A manifest line without its start, `{"line":N,`: a worker writes these, and the line
+    numbers are put in front when its part is joined to the export (`ExportFiles.add_part`)."""
     entry: dict[str, Any] = {
-        "line": line,
         "id": case.record_id,
         "step_id": case.step_id,
         "item_id": case.item_id,
@@ -213,11 +233,272 @@ def _manifest_line(line: int, case: Case) -> bytes:
     }
     if case.redactions:
         entry["redactions"] = case.redactions
-    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)[1:]
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.part-{os.getpid()}-{secrets.token_hex(4)}")
+def _manifest_line(line: int, case: Case) -> bytes:
+    return b'{"line":%d,' % line + _manifest_body(case)
+
+
+def _temporary(path: Path, suffix: str = "") -> Path:
+    return path.with_name(f".{path.name}.part-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+# A case a worker kept, as its part's index has it: the 64-bit digest (for dedupe across
+# slices), where its records and manifest lines end in the part files, and its outcome (an
+# index into the part's outcome table: records, skip reason, split, verdict, redactions).
+INDEX_FIELDS = 4
+INDEX_BLOCK = 4096  # cases per block of index read or written
+Outcome = tuple[int, str, str, str, tuple[tuple[str, int], ...]]
+
+
+@dataclass
+class Part:
+    """The files one worker writes for its slice of an export (jsonl container only): records
+    and manifest lines (without line numbers) as the export would have them, an index of its
+    cases, and its counts (`result`, JSON)."""
+
+    data: Path
+    manifest: Path
+    index: Path
+    result: Path
+
+    @classmethod
+    def beside(cls, out: Path) -> Part:
+        return cls(*(_temporary(out, f"-{name}") for name in ("data", "manifest", "index", "result")))
+
+    def remove(self) -> None:
+        for path in (self.data, self.manifest, self.index, self.result):
+            path.unlink(missing_ok=True)
+
+
+class _PartIndex:
+    def __init__(self, path: Path, data: _HashingFile, manifest: _HashingFile) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.data, self.manifest = data, manifest
+        self.entries = array("Q")
+        self.outcomes: dict[Outcome, int] = {}
+
+    def add(self, digest: int, outcome: Outcome) -> None:
+        number = self.outcomes.get(outcome)
+        if number is None:
+            number = self.outcomes[outcome] = len(self.outcomes)
+        data, manifest = self.data, self.manifest
+        self.entries.extend((digest, data.size + data.pending, manifest.size + manifest.pending, number))
+        if len(self.entries) >= INDEX_FIELDS * INDEX_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        self.entries.tofile(self.file)
+        del self.entries[:]
+
+    def close(self) -> None:
+        self.flush()
+        self.file.close()
+
+    def abandon(self) -> None:
+        self.file.close()
+
+
+class ExportFiles:
+    """The files of one export while cases are added: the data file and its manifest under
+    temporary names, renamed into place by `finish` (the data file last), or, for a worker of
+    a parallel export (`part`), its part files. `discard` removes what was written."""
+
+    def __init__(
+        self,
+        *,
+        fmt: Format,
+        out: Path,
+        manifest: Path | None = None,
+        dedupe: bool = True,
+        ctx: ExportContext | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        part: Part | None = None,
+    ) -> None:
+        out = Path(out)
+        manifest = Path(manifest) if manifest else manifest_path_for(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        self.fmt, self.progress, self.part = fmt, progress, part
+        self.ctx = ctx or ExportContext(out_dir=out.parent)
+        self.result = ExportResult(path=out, manifest=manifest)
+        self.seen = SeenDigests() if dedupe else None
+        self.index: _PartIndex | None = None
+        if part is None:
+            self.data_path, self.manifest_path = _temporary(out), _temporary(manifest)
+            self.writer = WRITERS[fmt.container](self.data_path)
+            self.manifest_out = _HashingFile(self.manifest_path)
+        else:
+            if fmt.container != "jsonl" or self.seen is None:
+                raise ValueError("parts are for deduplicated jsonl exports")
+            self.data_path, self.manifest_path = part.data, part.manifest
+            self.writer = JsonlWriter(part.data, hashed=False)
+            self.manifest_out = _HashingFile(part.manifest, hashed=False)
+            self.index = _PartIndex(part.index, self.writer.out, self.manifest_out)
+
+    def add_cases(self, cases: Iterable[Case], *, split: str = "all") -> None:
+        """Write the records of `cases` (in order); `split` keeps only the train or test side.
+        A case whose content hash was already written is dropped (with dedupe)."""
+        result, ctx, progress, seen, index = self.result, self.ctx, self.progress, self.seen, self.index
+        records_fn, write, write_manifest = self.fmt.records, self.writer.write, self.manifest_out.write
+        skipped, splits, verdicts, redactions = result.skipped, result.splits, result.verdicts, result.redactions
+        numbered = index is None
+        cases_read, rows, duplicates = result.cases_read, result.rows, result.duplicates_removed
+        digest = 0
+        try:
+            # The loop makes no reference cycles, so the cyclic GC's passes over the chunk in hand
+            # (~2 us a row) buy nothing; it is switched back on (and catches up) when the loop ends.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for case in cases:
+                    cases_read += 1
+                    if progress is not None and cases_read % PROGRESS_EVERY == 0:
+                        progress(cases_read, rows)
+                    if split != "all" and case.split != split:
+                        continue
+                    if seen is not None:
+                        digest = int(case.content_hash[:16], 16)
+                        if not seen.add(digest):
+                            duplicates += 1
+                            continue
+                    produced = records_fn(case, ctx)
+                    if type(produced) is str:
+                        skipped[produced] += 1
+                        if index is not None:
+                            index.add(digest, (0, produced, "", "", ()))
+                        continue
+                    for record in produced:
+                        write(record)
+                        rows += 1
+                        write_manifest(_manifest_line(rows, case) if numbered else _manifest_body(case))
+                    splits[case.split] += 1
+                    verdicts[case.verdict] += 1
+                    if case.redactions:
+                        redactions.update(case.redactions)
+                    if index is not None:
+                        found = tuple(case.redactions.items()) if case.redactions else ()
+                        index.add(digest, (len(produced), "", case.split, case.verdict, found))
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+                result.cases_read, result.rows, result.duplicates_removed = cases_read, rows, duplicates
+        finally:
+            close = getattr(cases, "close", None)
+            if close is not None:  # a generator: stop its reader (and cursor) now, also on errors
+                close()
+
+    def close_part(self) -> dict[str, Any]:
+        """A worker's end: close its part files and give its counts and outcome table."""
+        assert self.index is not None
+        self.writer.close()
+        self.manifest_out.close()
+        self.index.close()
+        result = self.result
+        return {
+            "cases_read": result.cases_read,
+            "rows": result.rows,
+            "duplicates": result.duplicates_removed,
+            "skipped": result.skipped,
+            "splits": result.splits,
+            "verdicts": result.verdicts,
+            "redactions": result.redactions,
+            "outcomes": list(self.index.outcomes),
+        }
+
+    def add_part(self, part: Part, counts: dict[str, Any]) -> None:
+        """Append a worker's part, written from the slice of steps after those already added:
+        its records and manifest lines (numbered on from here), except the cases whose
+        content hash an earlier slice already wrote, and its counts (less those cases')."""
+        result, seen = self.result, self.seen
+        assert seen is not None and self.fmt.container == "jsonl"
+        result.cases_read += counts["cases_read"]
+        result.duplicates_removed += counts["duplicates"]
+        for name in ("skipped", "splits", "verdicts", "redactions"):
+            getattr(result, name).update(counts[name])
+        outcomes = [(n, reason, split, verdict, dict(found)) for n, reason, split, verdict, found in counts["outcomes"]]
+        entries = array("Q")
+        with open(part.index, "rb") as index, open(part.data, "rb") as data, open(part.manifest, "rb") as manifest:
+            data_at = manifest_at = 0  # ends of the last case read from the index
+            while True:
+                del entries[:]
+                try:
+                    entries.fromfile(index, INDEX_FIELDS * INDEX_BLOCK)
+                except EOFError:  # the last, shorter block (fromfile keeps what it read)
+                    if not entries:
+                        break
+                data_from, manifest_from = data_at, manifest_at  # the run of kept cases
+                for at in range(0, len(entries), INDEX_FIELDS):
+                    digest, data_end, manifest_end, number = entries[at : at + INDEX_FIELDS]
+                    if not seen.add(digest):  # an earlier slice wrote it: leave it out
+                        self._copy_run(data, manifest, data_from, data_at, manifest_from, manifest_at)
+                        data_from, manifest_from = data_end, manifest_end
+                        self._uncount(outcomes[number])
+                    data_at, manifest_at = data_end, manifest_end
+                self._copy_run(data, manifest, data_from, data_at, manifest_from, manifest_at)
+                if self.progress is not None:
+                    self.progress(result.cases_read, result.rows)
+
+    def _copy_run(self, data: Any, manifest: Any, data_from: int, data_to: int, lines_from: int, lines_to: int) -> None:
+        if data_to > data_from:
+            data.seek(data_from)
+            left = data_to - data_from
+            while left:
+                block = data.read(min(left, WRITE_BLOCK))
+                self.writer.out.write(block)
+                left -= len(block)
+        if lines_to > lines_from:
+            manifest.seek(lines_from)
+            lines = manifest.read(lines_to - lines_from).split(b"\n")
+            lines.pop()  # after the last newline
+            first = self.result.rows + 1
+            numbered = [b'{"line":%d,%s' % (n, line) for n, line in enumerate(lines, first)]
+            self.manifest_out.write(b"\n".join(numbered) + b"\n")
+            self.result.rows += len(lines)
+
+    def _uncount(self, outcome: tuple[int, str, str, str, dict[str, int]]) -> None:
+        """Take a case left out of a part back out of the counts its worker gave."""
+        result = self.result
+        result.duplicates_removed += 1
+        records, reason, split, verdict, found = outcome
+        if reason:
+            _decrement(result.skipped, reason)
+            return
+        _decrement(result.splits, split)
+        _decrement(result.verdicts, verdict)
+        for kind, count in found.items():
+            _decrement(result.redactions, kind, count)
+
+    def finish(self) -> ExportResult:
+        """Close the files, write the manifest's summary and rename both into place."""
+        result, fmt = self.result, self.fmt
+        result.sha256, result.size_bytes = self.writer.close()
+        if result.rows < fmt.min_records:
+            result.warnings.append(
+                f"{fmt.name} needs at least {fmt.min_records} examples per file; this one has {result.rows}"
+            )
+        self.manifest_out.write(orjson.dumps({"summary": result.summary(fmt)}, option=orjson.OPT_APPEND_NEWLINE))
+        self.manifest_out.close()
+        os.replace(self.manifest_path, result.manifest)
+        os.replace(self.data_path, result.path)
+        return result
+
+    def discard(self) -> None:
+        for opened in (self.writer, self.manifest_out, self.index):
+            if opened is not None:
+                with contextlib.suppress(Exception):  # best effort: the files go anyway
+                    opened.abandon()
+        self.data_path.unlink(missing_ok=True)
+        self.manifest_path.unlink(missing_ok=True)
+        if self.part is not None:
+            self.part.remove()
+
+
+def _decrement(counter: Counter[str], key: str, by: int = 1) -> None:
+    counter[key] -= by
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def write_export(
@@ -234,65 +515,18 @@ def write_export(
     """Write `cases` in `fmt` to `out` (and the manifest), atomically. `split` keeps only the
     train or test side; `dedupe` drops cases whose content hash was already written (a frozen
     version is unique already). `progress(cases_read, rows)` is called every 1000 cases."""
-    out = Path(out)
-    manifest = Path(manifest) if manifest else manifest_path_for(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    ctx = ctx or ExportContext(out_dir=out.parent)
-    result = ExportResult(path=out, manifest=manifest)
-    data_tmp, manifest_tmp = _temporary(out), _temporary(manifest)
-    writer = WRITERS[fmt.container](data_tmp)
-    manifest_out = _HashingFile(manifest_tmp)
-    seen = SeenDigests() if dedupe else None
-    records_fn, write, write_manifest = fmt.records, writer.write, manifest_out.write
-    skipped, splits, verdicts, redactions = result.skipped, result.splits, result.verdicts, result.redactions
-    cases_read = rows = duplicates = 0
     try:
-        # The loop makes no reference cycles, so the cyclic GC's passes over the chunk in hand
-        # (~2 us a row) buy nothing; it is switched back on (and catches up) when the loop ends.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for case in cases:
-                cases_read += 1
-                if progress is not None and cases_read % PROGRESS_EVERY == 0:
-                    progress(cases_read, rows)
-                if split != "all" and case.split != split:
-                    continue
-                if seen is not None and not seen.add(int(case.content_hash[:16], 16)):
-                    duplicates += 1
-                    continue
-                produced = records_fn(case, ctx)
-                if type(produced) is str:
-                    skipped[produced] += 1
-                    continue
-                for record in produced:
-                    write(record)
-                    rows += 1
-                    write_manifest(_manifest_line(rows, case))
-                splits[case.split] += 1
-                verdicts[case.verdict] += 1
-                if case.redactions:
-                    redactions.update(case.redactions)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-            result.cases_read, result.rows, result.duplicates_removed = cases_read, rows, duplicates
-            close = getattr(cases, "close", None)
-            if close is not None:  # a generator: stop its reader (and cursor) now, also on errors
-                close()
-        result.sha256, result.size_bytes = writer.close()
-        if result.rows < fmt.min_records:
-            result.warnings.append(
-                f"{fmt.name} needs at least {fmt.min_records} examples per file; this one has {result.rows}"
-            )
-        manifest_out.write(orjson.dumps({"summary": result.summary(fmt)}, option=orjson.OPT_APPEND_NEWLINE))
-        manifest_out.close()
-        os.replace(manifest_tmp, manifest)
-        os.replace(data_tmp, out)
+        files = ExportFiles(fmt=fmt, out=out, manifest=manifest, dedupe=dedupe, ctx=ctx, progress=progress)
     except BaseException:
-        for leftover in (data_tmp, manifest_tmp):
-            leftover.unlink(missing_ok=True)
+        close = getattr(cases, "close", None)
+        if close is not None:
+            close()
+        raise
+    try:
+        files.add_cases(cases, split=split)
+        result = files.finish()
+    except BaseException:
+        files.discard()
         raise
     if progress is not None:
         progress(result.cases_read, result.rows)

@@ -358,8 +358,15 @@ def raw_content_hash(*parts: str | None) -> str:
     return hashlib.sha256("\x00".join([part or "" for part in parts]).encode()).hexdigest()
 
 
-def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Redactor | None = None) -> Iterator[Case]:
-    """Cases for the steps a filter chooses, in step order, redacted if a redactor is given.
+def step_cases(
+    *,
+    filters: dict[str, Any],
+    test_ratio: float = 0.1,
+    redactor: Redactor | None = None,
+    ids: tuple[int | None, int | None] = (None, None),
+) -> Iterator[Case]:
+    """Cases for the steps a filter chooses, in step order, redacted if a redactor is given;
+    `ids` = (first, stop) keeps only the step ids first <= id < stop (a parallel export's slice).
 
     One query streams the steps joined to their decision, item and reviews (a row per review,
     in step order); images come with one range query per chunk of 2,000 steps. The per-row
@@ -372,6 +379,11 @@ def step_cases(*, filters: dict[str, Any], test_ratio: float = 0.1, redactor: Re
         decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
         review_labels_text=Cast("decision__item__reviews__labels", TextField()),
     )
+    first, stop = ids
+    if first is not None:
+        qs = qs.filter(id__gte=first)
+    if stop is not None:
+        qs = qs.filter(id__lt=stop)
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
     qs = qs.values_list(*STEP_FIELDS).order_by("id", "decision__item__reviews__id")
     for entries in _stream_chunks(qs, _step_chunks):

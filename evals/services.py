@@ -17,7 +17,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from evals import selectors
+from evals import parallel, selectors
 from evals.exporting import ExportResult, manifest_path_for, remove_stale_parts, write_export
 from evals.formats import ExportContext, get_format
 from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus, VersionStatus
@@ -291,8 +291,11 @@ def export_to_path(
     redact: bool = True,
     manifest: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> ExportResult:
-    """Export a version, or the steps an ad-hoc filter chooses (default redaction, 10% test)."""
+    """Export a version, or the steps an ad-hoc filter chooses (default redaction, 10% test).
+    An ad-hoc export may run on `workers` processes (default EXPORT_WORKERS: evals/parallel.py)
+    and writes the same bytes as on one."""
     fmt = get_format(fmt_name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
@@ -303,7 +306,21 @@ def export_to_path(
         dedupe = False
     else:
         redactor = Redactor() if redact else None
-        cases = selectors.step_cases(filters=selectors.clean_filters(filters or {}), redactor=redactor)
+        clean = selectors.clean_filters(filters or {})
+        workers = parallel.worker_count() if workers is None else workers
+        if parallel.usable(fmt, workers):
+            return parallel.export_steps(
+                fmt=fmt,
+                out=Path(out),
+                manifest=manifest,
+                filters=clean,
+                split=split,
+                redactor=redactor,
+                ctx=ExportContext(out_dir=Path(out).parent),
+                progress=progress,
+                workers=workers,
+            )
+        cases = selectors.step_cases(filters=clean, redactor=redactor)
         dedupe = True
     return write_export(
         cases=cases,

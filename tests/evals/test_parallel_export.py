@@ -1,0 +1,104 @@
+"""Parallel exports (evals/parallel.py): worker processes export slices of the steps and the
+parts are joined into exactly the files a serial export writes, duplicates across slices,
+skips, redactions and images included; a failing worker leaves no files behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evals import parallel, selectors, services
+from evals.formats import get_format
+from reviewqueue.core.ingest import ingest_steps
+from reviewqueue.core.models import Step
+from reviewqueue.review.models import Queue, ReviewItem
+from reviewqueue.review.services import claim_next_item, submit_review
+from tests.evals.conftest import DECISIONS, corpus_payloads
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+# Copies of corpus steps, added after it (so in later slices): a skipped rejection, a redacted
+# correction, a screenshot, and one step twice (a duplicate inside a slice as well).
+COPIES = ["answer-rejected", "pii", "screenshot", "plain-3", "plain-3", "refund-corrected"]
+
+
+@pytest.fixture
+def duplicated(corpus) -> dict[str, Step]:
+    payloads = {p["external_id"]: p for p in corpus_payloads()}
+    copies = [{**payloads[name], "external_id": f"{name}-copy-{n}"} for n, name in enumerate(COPIES)]
+    agent = corpus["pii"].agent
+    ingest_steps(agent=agent, payloads=copies)
+    queue, reviewer = Queue.objects.get(slug="support"), corpus["pii"].decision.reviewer
+    for _ in range(ReviewItem.objects.filter(queue=queue, status="pending").count()):
+        item = claim_next_item(queue=queue, user=reviewer)
+        original = item.step.external_id.rsplit("-copy-", 1)[0]
+        verdict, output, reason = DECISIONS.get(original, ("approve", None, ""))
+        labels = {"tone": "rude" if original == "answer-rejected" else "ok"}
+        submit_review(item_id=item.pk, user=reviewer, verdict=verdict, output=output, reason=reason, labels=labels)
+    return corpus
+
+
+def export(tmp_path: Path, name: str, workers: int, **kwargs):
+    out = tmp_path / f"{name}-{workers}" / "data.jsonl"
+    result = services.export_to_path(fmt_name=name, out=out, workers=workers, **kwargs)
+    return out, result
+
+
+@pytest.mark.parametrize("name", ["openai-sft", "openai-dpo", "jsonl", "trl-sft"])
+def test_a_parallel_export_writes_the_serial_bytes(duplicated, tmp_path, monkeypatch, name):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    serial, expected = export(tmp_path, name, 1)
+    assert expected.workers == [] and expected.duplicates_removed == len(COPIES) + 1  # and the corpus's own
+    if name in ("openai-sft", "jsonl"):
+        assert expected.redactions and expected.cases_read > expected.rows
+    steps = selectors.decided_steps(filters={}).count()
+    for workers in (2, 3, 5, steps):
+        out, result = export(tmp_path, name, workers)
+        assert len(result.workers) == workers - 1
+        assert out.read_bytes() == serial.read_bytes()
+        manifest = out.with_name("data.manifest.jsonl")
+        assert manifest.read_bytes() == serial.with_name("data.manifest.jsonl").read_bytes()
+        assert result.summary(get_format(name)) == expected.summary(get_format(name))
+        assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in serial.parent.iterdir())
+
+
+def test_a_split_and_auto_approved_steps_export_the_same_in_parallel(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    kwargs = {"split": "train", "filters": {"include_auto_approved": True}}
+    serial, _ = export(tmp_path, "jsonl", 1, **kwargs)
+    out, result = export(tmp_path, "jsonl", 4, **kwargs)
+    assert len(result.workers) == 3
+    assert out.read_bytes() == serial.read_bytes()
+    assert out.with_name("data.manifest.jsonl").read_bytes() == serial.with_name("data.manifest.jsonl").read_bytes()
+
+
+def test_progress_counts_every_process_and_ends_with_the_totals(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr("evals.exporting.PROGRESS_EVERY", 2)
+    reports: list[tuple[int, int]] = []
+    _, result = export(tmp_path, "jsonl", 3, progress=lambda read, rows: reports.append((read, rows)))
+    assert reports[-1] == (result.cases_read, result.rows)
+    assert all(read <= result.cases_read for read, _ in reports)
+
+
+def test_small_exports_stay_serial(duplicated, tmp_path):
+    _, result = export(tmp_path, "jsonl", 4)  # fewer than MIN_STEPS_PER_WORKER steps a worker
+    assert result.workers == []
+
+
+def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    real = selectors.step_cases
+
+    def failing_in_workers(**kwargs):
+        first, _ = kwargs.get("ids", (None, None))
+        for number, case in enumerate(real(**kwargs)):
+            if first is not None and number == 2:
+                raise RuntimeError("disk on fire")
+            yield case
+
+    monkeypatch.setattr(selectors, "step_cases", failing_in_workers)
+    with pytest.raises(parallel.ExportWorkerError, match="disk on fire"):
+        export(tmp_path, "openai-sft", 3)
+    assert list((tmp_path / "openai-sft-3").iterdir()) == []
