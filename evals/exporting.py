@@ -476,7 +476,8 @@ class ExportFiles:
         result.sha256, result.size_bytes = self.writer.close()
         if result.rows < fmt.min_records:
             result.warnings.append(
-                f"{fmt.name} needs at least {fmt.min_records} examples per file; this one has {result.rows}"
+                f"{fmt.name} needs at least {fmt.min_records} example{'s' if fmt.min_records != 1 else ''} per file;"
+                f" this one has {result.rows}"
             )
         self.manifest_out.write(orjson.dumps({"summary": result.summary(fmt)}, option=orjson.OPT_APPEND_NEWLINE))
         self.manifest_out.close()

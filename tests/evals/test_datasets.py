@@ -244,3 +244,9 @@ def test_a_second_attempt_waits_out_a_live_one_and_progress_is_visible(transacti
     done = services.run_freeze(version_id=version.pk)
     assert done is not None and done.status == "ready" and done.case_count == 17
     assert seen[0] == (0, 18) and seen[1:3] == [(2, 18), (4, 18)]
+
+
+def test_an_empty_export_warns_in_plain_words(corpus, tmp_path):
+    result = services.export_to_path(fmt_name="jsonl", out=tmp_path / "none.jsonl", filters={"agents": ["nobody"]})
+    assert result.rows == 0 and result.warnings == ["jsonl needs at least 1 example per file; this one has 0"]
+    assert (tmp_path / "none.jsonl").read_bytes() == b""
