@@ -142,17 +142,6 @@ def create_export_fixtures(count: int) -> None:
 # --- what runs in the subprocess -----------------------------------------------------------------
 
 
-def _rss_kib(field: str, pid: int | str = "self") -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # the process has ended
-        return 0
-    for line in status.splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def _children() -> list[int]:
     pids: list[int] = []
     for task in Path("/proc/self/task").iterdir():
@@ -163,13 +152,17 @@ def _children() -> list[int]:
 
 def _family_rss_kib() -> int:
     """VmRSS of this process plus its children's (a parallel export's workers)."""
-    return _rss_kib("VmRSS") + sum(_rss_kib("VmRSS", pid) for pid in _children())
+    from evals.parallel import rss_kib
+
+    return rss_kib("VmRSS") + sum(rss_kib("VmRSS", pid) for pid in _children())
 
 
 def _measure(kind: str, out: Path) -> dict[str, float]:
     import django
 
     django.setup()
+    from evals.parallel import rss_kib
+
     marks: dict[str, float] = {}
     started = time.perf_counter()
     if kind == "raw":
@@ -187,17 +180,19 @@ def _measure(kind: str, out: Path) -> dict[str, float]:
         marks.update(cases=result.cases_read, rows=result.rows, redactions=sum(result.redactions.values()))
         marks["seconds"] = time.perf_counter() - started
         # Each process's own peak, summed (an upper bound of the peak of their sum).
-        marks["peak_kib"] = _rss_kib("VmHWM") + sum(worker["peak_rss_kib"] for worker in result.workers)
+        marks["peak_kib"] = rss_kib("VmHWM") + sum(worker["peak_rss_kib"] for worker in result.workers)
         marks["processes"] = 1 + len(result.workers)
         return marks
     marks["seconds"] = time.perf_counter() - started
-    marks["peak_kib"] = _rss_kib("VmHWM")
+    marks["peak_kib"] = rss_kib("VmHWM")
     marks["processes"] = 1
     return marks
 
 
 def _raw_baseline(out: Path) -> dict[str, float]:
     """The same rows through a bare server-side cursor, each written with json.dumps."""
+    from evals.parallel import rss_kib
+
     marks: dict[str, float] = {}
     rows = 0
     with connection.cursor() as outer, open(out, "w", encoding="utf-8") as handle:
@@ -212,7 +207,7 @@ def _raw_baseline(out: Path) -> dict[str, float]:
                 handle.write(json.dumps(row) + "\n")
                 rows += 1
                 if rows == 10_000:
-                    marks["rss_at_10k_kib"] = _rss_kib("VmRSS")
+                    marks["rss_at_10k_kib"] = rss_kib("VmRSS")
     marks.update(cases=rows, rows=rows)
     return marks
 

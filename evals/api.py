@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import APIException
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -201,17 +202,24 @@ def _serve(export: Export, relative: str, filename: str) -> FileResponse:
     return FileResponse(open(file_path, "rb"), as_attachment=True, filename=filename)
 
 
+class ExportNotDone(APIException):
+    status_code = status.HTTP_409_CONFLICT
+
+
+def _finished_export(export_id: int) -> Export:
+    """The export whose files are asked for: 404 when there is none, 409 until it is done."""
+    export = get_object_or_404(Export, pk=export_id)
+    if export.status != ExportStatus.DONE:
+        raise ExportNotDone(f"Export {export.pk} is {export.status}, not done; poll GET /api/v1/exports/{export.pk}.")
+    return export
+
+
 class ExportDownloadView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(operation_id="exports_download", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
-    def get(self, request: Request, export_id: int) -> Response | FileResponse:
-        export = get_object_or_404(Export, pk=export_id)
-        if export.status != ExportStatus.DONE:
-            return Response(
-                {"detail": f"Export {export.pk} is {export.status}, not done; poll GET /api/v1/exports/{export.pk}."},
-                status=status.HTTP_409_CONFLICT,
-            )
+    def get(self, request: Request, export_id: int) -> FileResponse:
+        export = _finished_export(export_id)
         return _serve(export, export.file, export.file.rsplit("/", 1)[-1])
 
 
@@ -223,10 +231,8 @@ class ExportBundleView(APIView):
         summary="The data file, its manifest and its images/ as one tar (streamed; 409 until done)",
         responses={(200, "application/x-tar"): OpenApiTypes.BINARY},
     )
-    def get(self, request: Request, export_id: int) -> Response | StreamingHttpResponse:
-        export = get_object_or_404(Export, pk=export_id)
-        if export.status != ExportStatus.DONE:
-            return Response({"detail": f"Export {export.pk} is {export.status}, not done."}, status=409)
+    def get(self, request: Request, export_id: int) -> StreamingHttpResponse:
+        export = _finished_export(export_id)
         data, manifest = services.export_root() / export.file, services.export_root() / export.manifest
         if not data.is_file() or not manifest.is_file():
             raise Http404("The export file is gone.")
@@ -241,10 +247,8 @@ class ExportManifestView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(operation_id="exports_manifest", responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
-    def get(self, request: Request, export_id: int) -> Response | FileResponse:
-        export = get_object_or_404(Export, pk=export_id)
-        if export.status != ExportStatus.DONE:
-            return Response({"detail": f"Export {export.pk} is {export.status}, not done."}, status=409)
+    def get(self, request: Request, export_id: int) -> FileResponse:
+        export = _finished_export(export_id)
         return _serve(export, export.manifest, export.manifest.rsplit("/", 1)[-1])
 
 

@@ -237,7 +237,12 @@ def _manifest_body(case: Case) -> bytes:
 
 
 def _manifest_line(line: int, case: Case) -> bytes:
-    return b'{"line":%d,' % line + _manifest_body(case)
+    return _numbered(line, _manifest_body(case))
+
+
+def _numbered(line: int, body: bytes) -> bytes:
+    """A manifest line from its body (`_manifest_body`) and its line number."""
+    return b'{"line":%d,%s' % (line, body)
 
 
 def _temporary(path: Path, suffix: str = "") -> Path:
@@ -453,7 +458,7 @@ class ExportFiles:
             lines = manifest.read(lines_to - lines_from).split(b"\n")
             lines.pop()  # after the last newline
             first = self.result.rows + 1
-            numbered = [b'{"line":%d,%s' % (n, line) for n, line in enumerate(lines, first)]
+            numbered = [_numbered(n, line) for n, line in enumerate(lines, first)]
             self.manifest_out.write(b"\n".join(numbered) + b"\n")
             self.result.rows += len(lines)
 

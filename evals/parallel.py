@@ -133,7 +133,7 @@ def export_steps(
             except BaseException:
                 files.discard()
                 raise
-            counts.update(pid=os.getpid(), peak_rss_kib=_rss_kib("VmHWM"))
+            counts.update(pid=os.getpid(), peak_rss_kib=rss_kib("VmHWM"))
             worker.part.result.write_bytes(orjson.dumps(counts))
 
         files: ExportFiles | None = None
@@ -235,9 +235,10 @@ def _kill(running: list[_Worker]) -> None:
             worker.reaped = True
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str, pid: int | str = "self") -> int:
+    """A memory figure of a process (`VmRSS`, `VmHWM`) from /proc, in KiB; 0 once it has ended."""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0

@@ -115,7 +115,12 @@ def _versions_context(dataset: Dataset) -> dict[str, Any]:
         by_version.setdefault(export.version_id, []).append(export)
     for version in versions:
         version.export_list = by_version.get(version.pk, [])
-    return {"dataset": dataset, "versions": versions, "formats": NAMES, "splits": services.SPLITS}
+    return {**_card_context(dataset), "versions": versions}
+
+
+def _card_context(dataset: Dataset) -> dict[str, Any]:
+    """What a version's card needs besides the version (its export form's choices)."""
+    return {"dataset": dataset, "formats": NAMES, "splits": services.SPLITS}
 
 
 @login_required
@@ -142,8 +147,7 @@ def version_progress(request: HttpRequest, name: str, number: int) -> HttpRespon
     dataset = _dataset_for(request, name)
     version = get_object_or_404(DatasetVersion, dataset=dataset, number=number)
     version.export_list = list(version.exports.order_by("-id"))
-    context = {"dataset": dataset, "version": version, "formats": NAMES, "splits": services.SPLITS}
-    response = render(request, "evals/dataset.html#version", context)
+    response = render(request, "evals/dataset.html#version", {**_card_context(dataset), "version": version})
     if version.status != VersionStatus.FREEZING:
         return HttpResponseStopPolling(response.content)
     return response

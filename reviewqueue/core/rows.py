@@ -124,19 +124,28 @@ def _client_side_binding() -> bool:
     return connection.vendor == "postgresql" and not options.get("server_side_binding")
 
 
+def _stored_fields(model: type[models.Model]) -> list[Any]:
+    """The columns an INSERT writes: every concrete field but the (database-made) primary key."""
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def _stored_values(obj: models.Model, fields: Sequence[Any], *, add: bool) -> list[Any]:
+    """`obj`'s values for `fields` as the ORM saves them (`pre_save`, then `get_db_prep_save`)."""
+    return [f.get_db_prep_save(f.pre_save(obj, add), connection) for f in fields]
+
+
 def insert_statement(objs: Sequence[models.Model]) -> Statement:
     """The INSERT of unsaved instances of one model in one statement (VALUES rows; no UNNEST,
     which PostgreSQL plans slowly for JSON arrays); running it sets their primary keys from
     RETURNING. No instances: no statement (`run` skips it)."""
     if not objs:
         return Statement("", [])
-    model = type(objs[0])
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    meta = objs[0]._meta
+    fields = _stored_fields(type(objs[0]))
     row = f"({', '.join(['%s'] * len(fields))})"
     params: list[Any] = []
     for obj in objs:
-        params += [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+        params += _stored_values(obj, fields, add=True)
     sql = (
         f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
         f" VALUES {', '.join([row] * len(objs))} RETURNING {meta.pk.column}"
@@ -161,15 +170,9 @@ def insert_select_statement(obj: models.Model, source: str, expressions: Mapping
     `expressions` (attnames) taken from those SQL expressions over `source` instead of the
     instance. Running it alone sets the primary key, as `insert_statement` does."""
     meta = obj._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values: list[str] = []
-    params: list[Any] = []
-    for f in fields:
-        if f.attname in expressions:
-            values.append(expressions[f.attname])
-        else:
-            values.append("%s")
-            params.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
+    fields = _stored_fields(type(obj))
+    values = [expressions.get(f.attname, "%s") for f in fields]
+    params = _stored_values(obj, [f for f in fields if f.attname not in expressions], add=True)
     sql = (
         f"INSERT INTO {meta.db_table} ({', '.join(f.column for f in fields)})"
         f" SELECT {', '.join(values)} FROM {source} RETURNING {meta.pk.column}"
@@ -191,12 +194,11 @@ def load_many(objs: Sequence[models.Model]) -> None:
     if connection.vendor != "postgresql":
         model._default_manager.bulk_create(objs)
         return
-    meta = model._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    sql = f"COPY {meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+    fields = _stored_fields(model)
+    sql = f"COPY {model._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for obj in objs:
-            copy.write_row([f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields])
+            copy.write_row(_stored_values(obj, fields, add=True))
 
 
 def update_statement(obj: models.Model, fields: Sequence[str]) -> Statement:
@@ -204,8 +206,7 @@ def update_statement(obj: models.Model, fields: Sequence[str]) -> Statement:
     meta = obj._meta
     targets = [meta.get_field(name) for name in fields]
     sql = f"UPDATE {meta.db_table} SET {', '.join(f'{f.column} = %s' for f in targets)} WHERE {meta.pk.column} = %s"
-    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in targets]
-    return Statement(sql, [*params, obj.pk])
+    return Statement(sql, [*_stored_values(obj, targets, add=False), obj.pk])
 
 
 def update(obj: models.Model, fields: Sequence[str]) -> None:

@@ -323,7 +323,7 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     # PostgreSQL: the common claim writes its audit event in the claiming statement.
     event = None
     if connection.vendor == "postgresql":
-        after = {"status": ItemStatus.CLAIMED.value, "claimed_by": user.pk, "lease_expires_at": until.isoformat()}
+        after = _item_state(ReviewItem(status=ItemStatus.CLAIMED, claimed_by_id=user.pk, lease_expires_at=until))
         event = audit.audit_event(
             "item.claimed", object_type=_ITEM_TYPE, actor=user, before=_PENDING_STATE, after=after
         )
