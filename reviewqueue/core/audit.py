@@ -55,3 +55,23 @@ def record_many(events: list[AuditEvent]) -> None:
 def statements(events: list[AuditEvent]) -> list[rows.Statement]:
     """The INSERTs that save `events` (one per 500), for `rows.run` with other writes."""
     return [rows.insert_statement(events[start : start + 500]) for start in range(0, len(events), 500)]
+
+
+def insert_logged_statement(obj: models.Model, event: AuditEvent) -> rows.Statement:
+    """PostgreSQL: the INSERT of the unsaved `obj` and of `event` about it (its `object_id` the
+    new row's primary key) in one statement, a data-modifying CTE, so that both can go with other
+    writes in one `rows.run`. Running it sets both primary keys and the event's `object_id`."""
+    saved = rows.insert_statement([obj])
+    log = rows.insert_select_statement(event, "saved", {"object_id": f"CAST(saved.{obj._meta.pk.column} AS text)"})
+
+    def returned(found: list[tuple[Any, ...]]) -> None:
+        ((obj_pk, event_pk),) = found
+        saved.returned([(obj_pk,)])  # type: ignore[misc]
+        log.returned([(event_pk,)])  # type: ignore[misc]
+        event.object_id = str(obj_pk)
+
+    sql = (
+        f"WITH saved AS ({saved.sql}), logged AS ({log.sql})"
+        f" SELECT (SELECT {obj._meta.pk.column} FROM saved), (SELECT {event._meta.pk.column} FROM logged)"
+    )
+    return rows.Statement(sql, [*saved.params, *log.params], returned)

@@ -117,6 +117,12 @@ def run(*statements: Statement) -> None:
                 st.returned(cursor.fetchall())
 
 
+def batches() -> bool:
+    """Whether `run` sends several statements in one round trip here (PostgreSQL with Django's
+    default client-side binding)."""
+    return _client_side_binding()
+
+
 def _client_side_binding() -> bool:
     """PostgreSQL through Django's default cursor, which binds parameters on the client and so
     may send several statements at once (`OPTIONS["server_side_binding"]` turns that off)."""

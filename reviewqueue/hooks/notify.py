@@ -70,6 +70,16 @@ def _redis() -> Any:
         return _redis_client
 
 
+def publish_statement(step_id: int, event: str = DECIDED) -> Any:
+    """PostgreSQL transport: the NOTIFY of `publish` as a `rows.Statement`, to go with other
+    statements in one round trip (`hooks.receivers`); None on the other transports."""
+    from reviewqueue.core import rows
+
+    if transport() != "postgres":
+        return None
+    return rows.Statement("SELECT pg_notify(%s, %s)", [channel_name(), f"{event}:{step_id}"])
+
+
 def publish(step_id: int, event: str = DECIDED) -> None:
     """Tell every waiter on `step_id`, in every process. Call it after the commit (the review
     signals are sent from `transaction.on_commit`). Never raises: a lost wake-up costs the agent

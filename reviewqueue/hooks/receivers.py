@@ -1,26 +1,56 @@
-"""Receivers of the review signals (sent after the deciding transaction commits)."""
+"""Receivers of the review signals (sent after the deciding transaction commits): wake the
+agents waiting on the step, and record the event for the agent's webhooks."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.dispatch import receiver
 
+from reviewqueue.core import rows
 from reviewqueue.hooks import notify
+from reviewqueue.hooks.models import Webhook
 from reviewqueue.review import signals
+
+logger = logging.getLogger(__name__)
 
 
 @receiver(signals.step_decided, dispatch_uid="hooks.step_decided")
 def on_step_decided(sender: Any, *, step_id: int, decision_id: int, **kwargs: Any) -> None:
-    notify.publish(step_id, notify.DECIDED)
     from reviewqueue.hooks.services import enqueue_event
 
-    enqueue_event(event_type="step.decided", step_id=step_id)
+    webhooks = _publish_and_read_webhooks(step_id, notify.DECIDED)
+    enqueue_event(event_type="step.decided", step_id=step_id, webhooks=webhooks)
 
 
 @receiver(signals.item_escalated, dispatch_uid="hooks.item_escalated")
 def on_item_escalated(sender: Any, *, item_id: int, step_id: int, escalated_to_id: int | None, **kwargs: Any) -> None:
-    notify.publish(step_id, notify.ESCALATED)
     from reviewqueue.hooks.services import enqueue_event
 
-    enqueue_event(event_type="item.escalated", step_id=step_id, item_id=item_id, escalated_to_id=escalated_to_id)
+    webhooks = _publish_and_read_webhooks(step_id, notify.ESCALATED)
+    enqueue_event(
+        event_type="item.escalated",
+        step_id=step_id,
+        item_id=item_id,
+        escalated_to_id=escalated_to_id,
+        webhooks=webhooks,
+    )
+
+
+def _publish_and_read_webhooks(step_id: int, event: str) -> list[Webhook] | None:
+    """`notify.publish` and the read of the step's webhooks, in one round trip where the NOTIFY
+    is a statement (PostgreSQL transport, `rows.batches()`). None: not read (the caller reads them)."""
+    from reviewqueue.hooks.services import step_webhooks_statement
+
+    publish = notify.publish_statement(step_id, event)
+    if publish is None or not rows.batches():
+        notify.publish(step_id, event)
+        return None
+    webhooks: list[Webhook] = []
+    try:
+        rows.run(publish, step_webhooks_statement(step_id, webhooks))
+    except Exception:  # as publish: a lost wake-up costs the agent at most its wait timeout
+        logger.exception("could not publish %s:%s", event, step_id)
+        return None
+    return webhooks

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpcore
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -196,11 +196,17 @@ def _step_data(step_id: int) -> dict[str, Any] | None:
 
 
 def enqueue_event(
-    *, event_type: str, step_id: int, item_id: int | None = None, escalated_to_id: int | None = None
+    *,
+    event_type: str,
+    step_id: int,
+    item_id: int | None = None,
+    escalated_to_id: int | None = None,
+    webhooks: list[Webhook] | None = None,
 ) -> list[WebhookDelivery]:
     """Record the event for every enabled webhook of the step's agent subscribed to it, and
-    start delivering after commit. Cheap when the agent has no webhooks (one query)."""
-    hooks = [h for h in step_webhooks(step_id) if event_type in h.events]
+    start delivering after commit. Cheap when the agent has no webhooks (one query, none when
+    the caller read them already: `webhooks`, as `step_webhooks` gives them)."""
+    hooks = [h for h in (step_webhooks(step_id) if webhooks is None else webhooks) if event_type in h.events]
     if not hooks:
         return []
     data = _step_data(step_id)
@@ -228,13 +234,18 @@ _WEBHOOK = rows.Columns(Webhook, "w")
 def step_webhooks(step_id: int) -> list[Webhook]:
     """The enabled webhooks of the step's agent, in their order (`Meta.ordering`: agent name,
     then id; one agent here): one hand-written query, as every decision asks (see `rows`)."""
+    found: list[Webhook] = []
+    rows.run(step_webhooks_statement(step_id, found))
+    return found
+
+
+def step_webhooks_statement(step_id: int, into: list[Webhook]) -> rows.Statement:
+    """The query of `step_webhooks` as a `rows.Statement` that appends them to `into`."""
     sql = (
         f"SELECT {_WEBHOOK.sql} FROM {Webhook._meta.db_table} w"
         f" JOIN {Step._meta.db_table} s ON s.agent_id = w.agent_id WHERE s.id = %s AND w.enabled ORDER BY w.id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [step_id])
-        return [_WEBHOOK.load(row) for row in cursor.fetchall()]
+    return rows.Statement(sql, [step_id], lambda found: into.extend(_WEBHOOK.load(row) for row in found))
 
 
 def send_test_event(*, webhook: Webhook) -> WebhookDelivery:

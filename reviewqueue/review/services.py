@@ -309,9 +309,9 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     item ids in `exclude` (the ones the reviewer skipped in the UI).
 
     The common case (no live claim, nothing assigned to the user, a pending item left) is one
-    UPDATE … RETURNING and the audit event's insert (on PostgreSQL both in one statement), in
-    one transaction, whose commit does not wait for the disk when the claim owns it
-    (`_commit_without_waiting_for_disk`)."""
+    UPDATE … RETURNING and the audit event's insert (on PostgreSQL both in one statement, which
+    is its own transaction when the claim owns it), whose commit does not wait for the disk when
+    the claim owns it (`_commit_without_waiting_for_disk`)."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
@@ -327,11 +327,21 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
         event = audit.audit_event(
             "item.claimed", object_type=_ITEM_TYPE, actor=user, before=_PENDING_STATE, after=after
         )
+    # PostgreSQL, the claim owning its transaction: the common claim is that one statement, run
+    # on its own (its own transaction: no BEGIN and COMMIT round trips). Finding no row, it
+    # changed nothing, and the other tiers are asked in a transaction.
+    alone = relax and event is not None
+    if alone:
+        item = _claim_pending(**tier, first=True, relax=True, event=event)
+        if item is not None:
+            item.queue, item.claimed_by = queue, user
+            return item
     with transaction.atomic():
-        item, before = _claim_pending(**tier, first=True, relax=relax, event=event), _PENDING_STATE
+        item = None if alone else _claim_pending(**tier, first=True, relax=relax, event=event)
         if item is not None and event is not None:
             item.queue, item.claimed_by = queue, user
             return item
+        before = _PENDING_STATE
         if item is None:
             live = (
                 ReviewItem.objects.filter(
@@ -616,15 +626,15 @@ def submit_review(
                 seconds_spent=seconds_spent,
                 created_at=now,
             )
-            rows.insert([review])
             item.reviews_count += 1
-            submitted = audit.audit_event(
-                "review.submitted",
-                review,
-                actor=user,
-                after={"item": item.pk, "verdict": verdict, "reviews_count": item.reviews_count},
-            )
-            _after_review(item, review, user, now, submitted=submitted)
+            after = {"item": item.pk, "verdict": verdict, "reviews_count": item.reviews_count}
+            if rows.batches():  # saved with the item's other writes, in one round trip
+                submitted = audit.audit_event("review.submitted", object_type="review", actor=user, after=after)
+                saving = [audit.insert_logged_statement(review, submitted)]
+            else:
+                rows.insert([review])
+                saving = audit.statements([audit.audit_event("review.submitted", review, actor=user, after=after)])
+            _after_review(item, review, user, now, saving=saving)
     except IntegrityError as exc:
         if "review_one_per_reviewer_per_item" in str(exc):
             raise Conflict(f"You have already reviewed item {item_id}.") from None
@@ -632,20 +642,26 @@ def submit_review(
     return review
 
 
-def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *, submitted: AuditEvent) -> None:
-    """Resolve, escalate or requeue the item after `review`. `submitted` is the review's own audit
-    event (unsaved): it is written with the decision's events, in one insert, when the item resolves."""
+def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *, saving: list[rows.Statement]) -> None:
+    """Resolve, escalate or requeue the item after `review`. `saving`: the writes not yet run
+    that save the review's audit event (and, where `rows.batches()`, the review itself): run
+    with the decision's writes, in one round trip, when the item resolves, else first."""
     queue = item.queue
     complete = review.verdict != Verdict.ESCALATE and item.reviews_count >= queue.reviews_required
-    reviews = [review] if item.reviews_count == 1 else list(item.reviews.order_by("id")) if complete else []
+    if item.reviews_count == 1:
+        reviews = [review]
+    elif complete:  # the earlier reviews, then this one (saved or not yet: the newest either way)
+        reviews = [*item.reviews.exclude(pk=review.pk).order_by("id"), review]
+    else:
+        reviews = []
     agree = len({r.verdict for r in reviews}) == 1 and (
         review.verdict != Verdict.CORRECT or len({_canonical(r.output) for r in reviews}) == 1
     )
     if complete and agree:
         method = DecisionMethod.SINGLE if len(reviews) == 1 else DecisionMethod.AGREEMENT
-        _resolve_with(item, review, method=method, actor=user, now=now, reviews=reviews, preceding=[submitted])
+        _resolve_with(item, review, method=method, actor=user, now=now, reviews=reviews, saving=saving)
         return
-    audit.record_many([submitted])
+    rows.run(*saving)
     if review.verdict == Verdict.ESCALATE:
         _escalate(item, actor=user, now=now, reason=review.reason or "escalated by a reviewer")
         return
@@ -675,7 +691,7 @@ def _resolve_with(
     actor: User,
     now: datetime,
     reviews: list[Review] | None = None,
-    preceding: Sequence[AuditEvent] = (),
+    saving: Sequence[rows.Statement] = (),
 ) -> Decision:
     reasons = [r.reason for r in (reviews or [review]) if r.reason]
     reason = "; ".join(dict.fromkeys(reasons))
@@ -688,7 +704,7 @@ def _resolve_with(
         method=method,
         actor=actor,
         now=now,
-        preceding=preceding,
+        saving=saving,
     )
 
 
@@ -702,9 +718,10 @@ def _decide(
     method: str,
     actor: User | None,
     now: datetime,
-    preceding: Sequence[AuditEvent] = (),
+    saving: Sequence[rows.Statement] = (),
 ) -> Decision:
-    """Resolve the item and decide its step. `verdict` is approve | correct | reject."""
+    """Resolve the item and decide its step. `verdict` is approve | correct | reject. `saving`:
+    writes that go first in the decision's round trip (`_after_review`)."""
     step = item.step
     status = STEP_STATUS_FOR[Verdict(verdict)]
     final_output = step.output if verdict == Verdict.APPROVE else (output if verdict == Verdict.CORRECT else None)
@@ -730,7 +747,6 @@ def _decide(
     item.claimed_by = None
     item.lease_expires_at = None
     events = [
-        *preceding,
         audit.audit_event(
             "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
         ),
@@ -743,6 +759,7 @@ def _decide(
     ]
     # The decision's writes in one round trip on PostgreSQL (none reads another's result).
     rows.run(
+        *saving,
         rows.insert_statement([decision]),
         rows.update_statement(step, ["status", "updated_at"]),
         rows.update_statement(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"]),

@@ -10,6 +10,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from django_q.conf import Conf
 from rest_framework.test import APIClient
@@ -387,3 +388,33 @@ def test_an_escalation_is_delivered_as_item_escalated(private_ok, sync_tasks, re
     event = json.loads(request["body"])
     assert event["type"] == "item.escalated" and event["data"]["decision"]["status"] == "pending"
     assert event["data"]["item"]["queue"] == "q" and event["data"]["item"]["escalated_to"]["queue"] == "seniors"
+
+
+@pytest.mark.django_db
+def test_after_a_decision_the_wake_up_and_the_webhook_read_share_a_round_trip(
+    on_postgres, django_capture_on_commit_callbacks
+) -> None:
+    agent = AgentFactory(name="hooked")
+    hook = Webhook.objects.create(agent=agent, url="https://example.com/hook")
+    alice = UserFactory(username="alice")
+    queue = QueueFactory(slug="q", members=[alice])
+    item = ReviewItemFactory(queue=queue, step=StepFactory(agent=agent))
+    claim_next_item(queue=queue, user=alice)
+    with django_capture_on_commit_callbacks() as callbacks:
+        submit_review(item_id=item.pk, user=alice, verdict="approve")
+    statements: list[str] = []
+
+    def note(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(note):
+        for callback in callbacks:  # what runs after the commit: the step_decided signal
+            callback()
+    (first, *_) = statements
+    if on_postgres:  # NOTIFY and the webhook read in one statement string, before anything else
+        assert "pg_notify" in first and "hooks_webhook" in first
+        assert not [sql for sql in statements[1:] if "pg_notify" in sql or "FROM hooks_webhook" in sql]
+    else:
+        assert "hooks_webhook" in first and not [sql for sql in statements if "pg_notify" in sql]
+    assert list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True)) == ["step.decided"]

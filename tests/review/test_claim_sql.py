@@ -166,10 +166,10 @@ def test_claim_and_review_query_counts(queue, alice, django_assert_num_queries) 
     # statement on PostgreSQL), release.
     with django_assert_num_queries(3 if connection.vendor == "postgresql" else 4):
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
-    # savepoint, lock (with membership), review, then decision, step, item and audit events (one
-    # round trip on PostgreSQL: rows.run), release (pg_notify and the webhook lookup run after
-    # the real commit)
-    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 8):
+    # savepoint, lock (with membership), then the review, its audit event, the decision, step,
+    # item and their audit events (one round trip on PostgreSQL: rows.run; elsewhere the review
+    # first), release (pg_notify and the webhook lookup run after the real commit)
+    with django_assert_num_queries(4 if connection.vendor == "postgresql" else 8):
         submit_review(item_id=item.pk, user=alice, verdict="approve")
 
 
@@ -206,12 +206,24 @@ def test_a_claim_owning_its_transaction_commits_without_waiting_for_the_disk(on_
     queue = QueueFactory(slug="answers", members=[alice])
     item = ReviewItemFactory(queue=queue, assigned_to=alice if tier == "assigned" else None)
     seen: list[tuple[str, str | None]] = []
-    with connection.execute_wrapper(log_with_commit_setting(seen)):
+    in_transaction: list[bool] = []
+
+    def note_transaction(execute, sql, params, many, context):
+        in_transaction.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(log_with_commit_setting(seen)), connection.execute_wrapper(note_transaction):
         assert claim_next_item(queue=queue, user=alice).pk == item.pk
     assert ReviewItem.objects.get(pk=item.pk).status == ItemStatus.CLAIMED and claim_events(item)
     *_, (last_sql, setting) = seen
     assert "INSERT INTO core_auditevent" in last_sql  # the claim's last statement, before its COMMIT
-    if on_postgres:
+    if on_postgres and tier == "pending":
+        # One statement, its own transaction (no BEGIN and COMMIT round trips), which relaxes
+        # its own commit: the setting is gone with that transaction.
+        assert "UPDATE review_reviewitem" in last_sql and "set_config('synchronous_commit', 'off', true)" in last_sql
+        assert [sql for sql, _ in seen if "UPDATE" in sql] == [last_sql] and in_transaction[-1] is False
+        assert setting == "on"
+    elif on_postgres:
         assert setting == "off"
         with connection.cursor() as cursor:
             cursor.execute("SHOW synchronous_commit")
