@@ -107,7 +107,9 @@ def run(*statements: Statement) -> None:
     together = len(statements) > 1 and _client_side_binding()
     with connection.cursor() as cursor:
         if together:
-            cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
+            # Each statement bound on its own (psycopg caches the parse of a short statement's
+            # placeholders, not of a long batch's), then sent as one string without parameters.
+            cursor.execute("; ".join(cursor.cursor.mogrify(st.sql, st.params) for st in statements))
         for i, st in enumerate(statements):
             if not together:
                 cursor.execute(st.sql, st.params)
