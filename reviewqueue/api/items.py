@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reviewqueue.api.steps import step_queryset, step_representation, undecided_step
+from reviewqueue.api.steps import load_undecided_step, step_queryset, step_representation, undecided_step
 from reviewqueue.core.models import Step
 from reviewqueue.review import permissions, services
 from reviewqueue.review.models import OPEN_ITEM_STATUSES, Decision, Review, ReviewItem
@@ -57,7 +57,8 @@ def item_json(item: ReviewItem, *, request: Request | None = None, include_step:
         if item.status in OPEN_ITEM_STATUSES:
             # An open item's step is undecided (but for rare races, when its decision loads
             # lazily): one query without the decision and its reviewer, on every claim.
-            found = undecided_step(item.step_id)
+            joined = getattr(item, "joined_rows", None)  # read by the claim (`undecided_step_joined`)
+            found = load_undecided_step(joined) if joined is not None else undecided_step(item.step_id)
             if found is None:
                 raise Step.DoesNotExist("Step matching query does not exist.")
             step, attachments = found

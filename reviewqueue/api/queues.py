@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from reviewqueue.api.items import error_response, item_json
+from reviewqueue.api.steps import undecided_step_joined
 from reviewqueue.review import permissions, services
 from reviewqueue.review.models import Queue
 from reviewqueue.review.selectors import queues_for_user
@@ -106,7 +107,7 @@ class ClaimView(APIView):
     def post(self, request: Request, slug: str) -> Response:
         queue = permissions.queue_for_reviewer(request.user, slug)
         try:
-            item = services.claim_next_item(queue=queue, user=request.user)
+            item = services.claim_next_item(queue=queue, user=request.user, joined=undecided_step_joined())
         except ReviewError as exc:
             return error_response(exc)
         if item is None:

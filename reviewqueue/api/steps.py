@@ -73,23 +73,36 @@ _ATTACHMENT = rows.Columns(Attachment, "a")
 
 def undecided_step(step_id: int) -> tuple[Step, list[Attachment]] | None:
     """A step and its attachments as `step_representation` reads them, in one hand-written
-    query (see `rows`; the reviewer API's claim runs it on every item): the step with its trace
-    and the slug of its latest item's queue, one row per attachment. For a step under review:
-    a decision, should there be one, loads on access (one query), as the ORM would."""
+    query (see `rows`): the step with its trace and the slug of its latest item's queue, one row
+    per attachment. For a step under review: a decision, should there be one, loads on access
+    (one query), as the ORM would."""
+    with connection.cursor() as cursor:
+        cursor.execute(_undecided_step_sql("%s"), [step_id])
+        return load_undecided_step(cursor.fetchall())
+
+
+def undecided_step_joined() -> rows.Joined:
+    """The query of `undecided_step` for the step of an item being claimed (`rows.Joined`): the
+    reviewer API's claim reads its step in the claiming statement."""
+    return rows.Joined(_undecided_step_sql("written.step_id"), [])
+
+
+def _undecided_step_sql(step_id: str) -> str:
     items, queues = ReviewItem._meta.db_table, Queue._meta.db_table
     latest_queue = (
         f"(SELECT lq.slug FROM {items} li JOIN {queues} lq ON lq.id = li.queue_id"
         " WHERE li.step_id = s.id ORDER BY li.id DESC LIMIT 1)"
     )
-    sql = (
+    return (
         f"SELECT {_STEP.sql}, {latest_queue}, {_TRACE.sql}, {_ATTACHMENT.sql} FROM {Step._meta.db_table} s"
         f" LEFT JOIN {Trace._meta.db_table} t ON t.id = s.trace_id"
-        f" LEFT JOIN {Attachment._meta.db_table} a ON a.step_id = s.id WHERE s.id = %s ORDER BY a.id"
+        f" LEFT JOIN {Attachment._meta.db_table} a ON a.step_id = s.id WHERE s.id = {step_id} ORDER BY a.id"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [step_id])
-        found = cursor.fetchall()
-    if not found:
+
+
+def load_undecided_step(found: Sequence[Sequence[Any]]) -> tuple[Step, list[Attachment]] | None:
+    """The step and its attachments from the rows of `undecided_step`'s query (none: None)."""
+    if not found or found[0][0] is None:
         return None
     (step,), (queue_slug, *joined) = rows.load_row(found[0], _STEP)
     step.queue_slug = queue_slug  # type: ignore[attr-defined]
@@ -97,6 +110,7 @@ def undecided_step(step_id: int) -> tuple[Step, list[Attachment]] | None:
         step.trace = _TRACE.load(joined[: len(_TRACE.fields)])
     start = len(_STEP.fields) + 1 + len(_TRACE.fields)
     attachments = [_ATTACHMENT.load(row[start:]) for row in found if row[start] is not None]
+    attachments.sort(key=lambda a: a.pk)  # joined laterally, the rows' order is not the query's
     return step, attachments
 
 

@@ -88,6 +88,16 @@ def fetch_one(sql: str, params: Sequence[Any], *parts: Columns) -> list[models.M
 
 
 @dataclass(frozen=True)
+class Joined:
+    """A query run for the row a statement writes, in that statement (`LEFT JOIN LATERAL`), so
+    that what a caller reads about the row costs no round trip of its own. `sql` is a SELECT
+    that names the written row `written`; its rows come back as plain tuples."""
+
+    sql: str
+    params: list[Any]
+
+
+@dataclass(frozen=True)
 class Statement:
     """One write for `run`: its SQL and parameters, and what to do with the rows it returns."""
 

@@ -209,29 +209,42 @@ def _fetch_item(sql: str, params: list[Any], columns: rows.Columns) -> ReviewIte
 
 
 def _claim_returning(
-    sql: str, params: list[Any], *, relax: bool = False, event: AuditEvent | None = None
+    sql: str,
+    params: list[Any],
+    *,
+    relax: bool = False,
+    event: AuditEvent | None = None,
+    joined: rows.Joined | None = None,
 ) -> ReviewItem | None:
     """Run an UPDATE of one item row and return the row as a model instance (types converted).
     With `relax` (PostgreSQL), a claimed row also relaxes the commit of this transaction, in the
     same statement (see `_commit_without_waiting_for_disk`). With `event` (PostgreSQL), a claimed
     row's audit event is written by the same statement too (a data-modifying CTE), its object the
-    claimed row."""
+    claimed row; and `joined`, read for the claimed row (`written`) by the same statement, comes
+    back as the item's `joined_rows`."""
     returning = _CLAIMED.sql + (f", {_RELAX_COMMIT}" if relax else "")
     if event is None:
         return _fetch_item(f"{sql} RETURNING {returning}", params, _CLAIMED)
-    log = rows.insert_select_statement(event, "claimed", {"object_id": "CAST(claimed.id AS text)"})
+    log = rows.insert_select_statement(event, "written", {"object_id": "CAST(written.id AS text)"})
+    select, join, all_params = "written.*, (SELECT id FROM logged)", "", [*params, *log.params]
+    if joined is not None:
+        select, join = f"{select}, j.*", f" LEFT JOIN LATERAL ({joined.sql}) j ON true"
+        all_params += joined.params
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH claimed AS ({sql} RETURNING {returning}), logged AS ({log.sql})"
-            " SELECT claimed.*, (SELECT id FROM logged) FROM claimed",
-            [*params, *log.params],
+            f"WITH written AS ({sql} RETURNING {returning}), logged AS ({log.sql}) SELECT {select} FROM written{join}",
+            all_params,
         )
-        row = cursor.fetchone()
-    if row is None:
+        found = cursor.fetchall()
+    if not found:
         return None
-    (item,), extra = rows.load_row(row, _CLAIMED)
+    (item,), extra = rows.load_row(found[0], _CLAIMED)
+    returned = 2 if relax else 1  # set_config's value, if any, then the event's id
     event.object_id = str(item.pk)
-    log.returned([(extra[-1],)])  # type: ignore[misc]
+    log.returned([(extra[returned - 1],)])  # type: ignore[misc]
+    if joined is not None:
+        start = len(_CLAIMED.fields) + returned
+        item.joined_rows = [tuple(row[start:]) for row in found]  # type: ignore[attr-defined]
     return item
 
 
@@ -245,10 +258,11 @@ def _claim_pending(
     first: bool,
     relax: bool = False,
     event: AuditEvent | None = None,
+    joined: rows.Joined | None = None,
 ) -> ReviewItem | None:
     """The pending tier in one statement (`now`, `until`: database-adapted times). With `first`,
     only when the user has neither a live claim nor an assigned item in the queue
-    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`, `event`: as for
+    (`_MINE_IN_QUEUE`): those tiers must be asked first. `relax`, `event`, `joined`: as for
     `_claim_returning`."""
     candidate, params = _candidate_sql("c.id", _TIER_PENDING, [], queue=queue, user=user, exclude=exclude)
     sql = f"UPDATE {_ITEMS} SET {_CLAIM_SET} WHERE id = ({candidate})"
@@ -256,7 +270,7 @@ def _claim_pending(
     if first:
         sql += f" AND NOT {_MINE_IN_QUEUE}"
         params += [queue.pk, user.pk, user.pk]
-    return _claim_returning(sql, params, relax=relax, event=event)
+    return _claim_returning(sql, params, relax=relax, event=event, joined=joined)
 
 
 def _claim_tier(
@@ -297,7 +311,9 @@ def _commit_without_waiting_for_disk() -> None:
             cursor.execute(f"SELECT {_RELAX_COMMIT}")
 
 
-def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) -> ReviewItem | None:
+def claim_next_item(
+    *, queue: Queue, user: User, exclude: Collection[int] = (), joined: rows.Joined | None = None
+) -> ReviewItem | None:
     """Give `user` the next item of `queue` to review, or None when nothing is left for them.
 
     Resumes the user's live claim in this queue first. Otherwise, in this order: items assigned
@@ -311,7 +327,9 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     The common case (no live claim, nothing assigned to the user, a pending item left) is one
     UPDATE … RETURNING and the audit event's insert (on PostgreSQL both in one statement, which
     is its own transaction when the claim owns it), whose commit does not wait for the disk when
-    the claim owns it (`_commit_without_waiting_for_disk`)."""
+    the claim owns it (`_commit_without_waiting_for_disk`). There, `joined` (a query about the
+    claimed row, `written`: see `rows.Joined`) is answered by that statement too, as the item's
+    `joined_rows`; an item claimed otherwise has no `joined_rows`."""
     if not can_review(user=user, queue=queue):
         raise NotAMember(f"You are not a reviewer of queue '{queue.slug}'.")
     now = timezone.now()
@@ -332,7 +350,7 @@ def claim_next_item(*, queue: Queue, user: User, exclude: Collection[int] = ()) 
     # changed nothing, and the other tiers are asked in a transaction.
     alone = relax and event is not None
     if alone:
-        item = _claim_pending(**tier, first=True, relax=True, event=event)
+        item = _claim_pending(**tier, first=True, relax=True, event=event, joined=joined)
         if item is not None:
             item.queue, item.claimed_by = queue, user
             return item

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -171,6 +172,29 @@ def test_the_claim_payload_is_blind_to_other_reviews(alice) -> None:
 def test_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice) -> None:
     """The claim loads the step, its trace, its latest queue and its attachments in one
     hand-written query: the same JSON as through `step_queryset` (the ORM)."""
+    check_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_owning_its_transaction_reads_its_step_in_the_claiming_statement(queue, alice, on_postgres) -> None:
+    """Outside a caller's transaction (as in production) the claim on PostgreSQL reads the step
+    in the claiming statement (`rows.Joined`): the same JSON, and no query of its own."""
+    statements: list[str] = []
+
+    def note(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(note):
+        check_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice)
+    claims = [sql for sql in statements if "UPDATE review_reviewitem SET status = 'claimed'" in sql]
+    assert len(claims) == 2
+    if on_postgres:
+        assert all("LEFT JOIN LATERAL" in sql and "FROM core_step s" in sql for sql in claims)
+        assert not [sql for sql in statements if sql.startswith("SELECT s.id")]  # no separate step read
+
+
+def check_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice) -> None:
     import base64
     import io
 
