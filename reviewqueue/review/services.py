@@ -648,11 +648,11 @@ def submit_review(
             after = {"item": item.pk, "verdict": verdict, "reviews_count": item.reviews_count}
             if rows.batches():  # saved with the item's other writes, in one round trip
                 submitted = audit.audit_event("review.submitted", object_type="review", actor=user, after=after)
-                saving = [audit.insert_logged_statement(review, submitted)]
+                saving, events = [audit.insert_logged_statement(review, submitted)], []
             else:
                 rows.insert([review])
-                saving = audit.statements([audit.audit_event("review.submitted", review, actor=user, after=after)])
-            _after_review(item, review, user, now, saving=saving)
+                saving, events = [], [audit.audit_event("review.submitted", review, actor=user, after=after)]
+            _after_review(item, review, user, now, saving=saving, preceding=events)
     except IntegrityError as exc:
         if "review_one_per_reviewer_per_item" in str(exc):
             raise Conflict(f"You have already reviewed item {item_id}.") from None
@@ -660,10 +660,18 @@ def submit_review(
     return review
 
 
-def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *, saving: list[rows.Statement]) -> None:
-    """Resolve, escalate or requeue the item after `review`. `saving`: the writes not yet run
-    that save the review's audit event (and, where `rows.batches()`, the review itself): run
-    with the decision's writes, in one round trip, when the item resolves, else first."""
+def _after_review(
+    item: ReviewItem,
+    review: Review,
+    user: User,
+    now: datetime,
+    *,
+    saving: list[rows.Statement],
+    preceding: list[AuditEvent],
+) -> None:
+    """Resolve, escalate or requeue the item after `review`. `saving` (writes not yet run: where
+    `rows.batches()`, the review and its audit event) and `preceding` (unsaved audit events: the
+    review's, elsewhere) go with the decision's writes when the item resolves, else first."""
     queue = item.queue
     complete = review.verdict != Verdict.ESCALATE and item.reviews_count >= queue.reviews_required
     if item.reviews_count == 1:
@@ -677,9 +685,11 @@ def _after_review(item: ReviewItem, review: Review, user: User, now: datetime, *
     )
     if complete and agree:
         method = DecisionMethod.SINGLE if len(reviews) == 1 else DecisionMethod.AGREEMENT
-        _resolve_with(item, review, method=method, actor=user, now=now, reviews=reviews, saving=saving)
+        _resolve_with(
+            item, review, method=method, actor=user, now=now, reviews=reviews, saving=saving, preceding=preceding
+        )
         return
-    rows.run(*saving)
+    rows.run(*saving, *audit.statements(preceding))
     if review.verdict == Verdict.ESCALATE:
         _escalate(item, actor=user, now=now, reason=review.reason or "escalated by a reviewer")
         return
@@ -710,6 +720,7 @@ def _resolve_with(
     now: datetime,
     reviews: list[Review] | None = None,
     saving: Sequence[rows.Statement] = (),
+    preceding: Sequence[AuditEvent] = (),
 ) -> Decision:
     reasons = [r.reason for r in (reviews or [review]) if r.reason]
     reason = "; ".join(dict.fromkeys(reasons))
@@ -723,6 +734,7 @@ def _resolve_with(
         actor=actor,
         now=now,
         saving=saving,
+        preceding=preceding,
     )
 
 
@@ -737,9 +749,10 @@ def _decide(
     actor: User | None,
     now: datetime,
     saving: Sequence[rows.Statement] = (),
+    preceding: Sequence[AuditEvent] = (),
 ) -> Decision:
-    """Resolve the item and decide its step. `verdict` is approve | correct | reject. `saving`:
-    writes that go first in the decision's round trip (`_after_review`)."""
+    """Resolve the item and decide its step. `verdict` is approve | correct | reject. `saving`
+    (writes) and `preceding` (audit events) go first in the decision's writes (`_after_review`)."""
     step = item.step
     status = STEP_STATUS_FOR[Verdict(verdict)]
     final_output = step.output if verdict == Verdict.APPROVE else (output if verdict == Verdict.CORRECT else None)
@@ -765,6 +778,7 @@ def _decide(
     item.claimed_by = None
     item.lease_expires_at = None
     events = [
+        *preceding,
         audit.audit_event(
             "item.resolved", item, actor=actor, before=before, after={"status": item.status, "method": method}
         ),
