@@ -263,3 +263,35 @@ def test_api_review_answers_404_to_outsiders_409_on_a_lost_lease_and_201(queue, 
     assert client_for(bob).post("/api/v1/queues/answers/claim").json()["id"] == claimed["id"]
     response = client_for(bob).post(url, {"verdict": "approve", "reason": "fine"}, format="json")
     assert response.status_code == 201 and response.json()["reviewer"] == "bob"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_owning_their_transaction_take_every_tier_in_order(on_postgres) -> None:
+    """As in production (no caller's transaction; on PostgreSQL the common claim is a statement
+    of its own): a live claim is resumed, an assigned item comes before older pending ones, an
+    expired lease is taken over, and nothing left answers None; each claim writes one event."""
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    queue = QueueFactory(slug="tiers", members=[alice, bob])
+    first, second, assigned = (ReviewItemFactory(queue=queue) for _ in range(3))
+    boss = UserFactory(username="boss", is_staff=True)
+    assign_item(item=assigned, assignee=alice, actor=boss)
+
+    assert claim_next_item(queue=queue, user=alice).pk == assigned.pk  # assigned first
+    assert claim_next_item(queue=queue, user=alice).pk == assigned.pk  # resumed, not a new claim
+    submit_review(item_id=assigned.pk, user=alice, verdict="approve")
+    assert claim_next_item(queue=queue, user=alice).pk == first.pk  # the oldest pending one
+    assert claim_next_item(queue=queue, user=bob).pk == second.pk
+    ReviewItem.objects.filter(pk=second.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    submit_review(item_id=first.pk, user=alice, verdict="approve")
+    assert claim_next_item(queue=queue, user=alice).pk == second.pk  # bob's lease ran out
+    submit_review(item_id=second.pk, user=alice, verdict="reject", reason="wrong order id")
+    assert claim_next_item(queue=queue, user=alice) is None
+    assert claim_next_item(queue=queue, user=bob) is None
+    claims = AuditEvent.objects.filter(action="item.claimed").order_by("id")
+    assert [(e.object_id, e.actor_label) for e in claims] == [
+        (str(assigned.pk), "alice"),
+        (str(first.pk), "alice"),
+        (str(second.pk), "bob"),
+        (str(second.pk), "alice"),
+    ]
+    assert ReviewItem.objects.filter(queue=queue, status=ItemStatus.RESOLVED).count() == 3
