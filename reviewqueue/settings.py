@@ -110,6 +110,12 @@ DATABASES = {
         conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+    # psycopg prepares a statement after this many runs on a connection, for the cursors that bind
+    # parameters on the server: the hot paths' hand-written statements (core/rows.py: cursor), not
+    # Django's ORM queries, whose cursors bind on the client. Off (DB_PREPARED_STATEMENTS=0) behind
+    # a pooler that cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = env_int("DB_PREPARE_THRESHOLD", 2)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_POOL", False):
     # Under ASGI Django runs each request's sync code in a thread of its own, so persistent
     # connections would be one per request: use psycopg's pool instead (reviewqueue/asgi.py turns

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.urls import path
@@ -76,7 +75,7 @@ def undecided_step(step_id: int) -> tuple[Step, list[Attachment]] | None:
     query (see `rows`): the step with its trace and the slug of its latest item's queue, one row
     per attachment. For a step under review: a decision, should there be one, loads on access
     (one query), as the ORM would."""
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(_undecided_step_sql("%s"), [step_id])
         return load_undecided_step(cursor.fetchall())
 

@@ -230,7 +230,7 @@ def _claim_returning(
     if joined is not None:
         select, join = f"{select}, j.*", f" LEFT JOIN LATERAL ({joined.sql}) j ON true"
         all_params += joined.params
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(
             f"WITH written AS ({sql} RETURNING {returning}), logged AS ({log.sql}) SELECT {select} FROM written{join}",
             all_params,
@@ -422,7 +422,7 @@ def _lock_item(item_id: int, *, reviewer: User | None = None) -> ReviewItem:
         sql += " FOR UPDATE OF i"
     elif connection.features.has_select_for_update:
         sql += " FOR UPDATE"
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

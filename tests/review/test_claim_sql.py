@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from reviewqueue.core import rows
 from reviewqueue.core.models import AuditEvent
 from reviewqueue.review import services
 from reviewqueue.review.models import ItemStatus, Review, ReviewItem
@@ -295,3 +296,21 @@ def test_claims_owning_their_transaction_take_every_tier_in_order(on_postgres) -
         (str(second.pk), "alice"),
     ]
     assert ReviewItem.objects.filter(queue=queue, status=ItemStatus.RESOLVED).count() == 3
+
+
+def test_the_hot_statements_are_prepared_once_per_connection_on_postgresql(queue, alice, on_postgres) -> None:
+    """rows.cursor(): on PostgreSQL the claim and the lock are parsed and planned once per
+    connection (psycopg prepares them after DB_PREPARE_THRESHOLD runs), not on every call."""
+    for _ in range(4):
+        item = ReviewItemFactory(queue=queue)
+        assert claim_next_item(queue=queue, user=alice).pk == item.pk
+        submit_review(item_id=item.pk, user=alice, verdict="approve")
+    with connection.cursor() as cursor:
+        if not on_postgres:
+            assert type(rows.cursor().cursor) is type(cursor.cursor)  # Django's own elsewhere
+            return
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert [s for s in prepared if "UPDATE review_reviewitem SET status = 'claimed'" in s]
+    assert [s for s in prepared if s.startswith("SELECT i.id") and "FOR UPDATE OF i" in s]
+    assert not [s for s in prepared if "pg_notify" in s]  # batches: one string, bound on the client
