@@ -14,7 +14,8 @@ PostgreSQL instead of one per statement (a verdict's decision, step, item and au
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,9 +86,10 @@ def cursor() -> Any:
     (for these small statements, planning cost the server more than running them). Elsewhere,
     and with prepared statements off, Django's own. Either way Django's wrapper: execute wrappers
     and query logging apply. Several statements in one string need Django's own (`run`)."""
-    if connection.vendor != "postgresql" or (connection.settings_dict.get("OPTIONS") or {}).get(
-        "prepare_threshold"
-    ) is None:
+    if (
+        connection.vendor != "postgresql"
+        or (connection.settings_dict.get("OPTIONS") or {}).get("prepare_threshold") is None
+    ):
         return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
@@ -95,6 +97,20 @@ def cursor() -> Any:
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(ServerBindingCursor(connection.connection))
+
+
+@contextlib.contextmanager
+def pipelined() -> Iterator[None]:
+    """PostgreSQL: what runs inside goes to the server in one go (psycopg's pipeline mode),
+    together with the BEGIN that psycopg sends before a transaction's first statement (otherwise
+    a round trip of its own); results are read when the block ends, so fetch after it. Errors
+    raise as Django's. Elsewhere: nothing."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 def fetch_one(sql: str, params: Sequence[Any], *parts: Columns) -> list[models.Model] | None:

@@ -423,7 +423,8 @@ def _lock_item(item_id: int, *, reviewer: User | None = None) -> ReviewItem:
     elif connection.features.has_select_for_update:
         sql += " FOR UPDATE"
     with rows.cursor() as cursor:
-        cursor.execute(sql, params)
+        with rows.pipelined():  # in a transaction's start, with its BEGIN: one round trip
+            cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         raise ItemNotFound(f"No item {item_id}.")

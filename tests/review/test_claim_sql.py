@@ -311,6 +311,34 @@ def test_the_hot_statements_are_prepared_once_per_connection_on_postgresql(queue
             return
         cursor.execute("SELECT statement FROM pg_prepared_statements")
         prepared = [statement for (statement,) in cursor.fetchall()]
+    if connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:  # DB_PREPARED_STATEMENTS=0
+        assert prepared == []
+        return
     assert [s for s in prepared if "UPDATE review_reviewitem SET status = 'claimed'" in s]
     assert [s for s in prepared if s.startswith("SELECT i.id") and "FOR UPDATE OF i" in s]
     assert not [s for s in prepared if "pg_notify" in s]  # batches: one string, bound on the client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reviews_begin_goes_to_the_server_with_its_lock(on_postgres, monkeypatch) -> None:
+    """rows.pipelined(): on PostgreSQL the BEGIN that psycopg sends before a transaction's first
+    statement goes in one round trip with the item's lock, not in one of its own."""
+    alice = UserFactory(username="alice")
+    queue = QueueFactory(slug="answers", members=[alice])
+    item = ReviewItemFactory(queue=queue)
+    assert claim_next_item(queue=queue, user=alice).pk == item.pk
+    begins: list[bool] = []  # for each BEGIN: whether it was queued in a pipeline
+    if on_postgres:
+        import psycopg
+
+        original = psycopg.Connection._exec_command
+
+        def exec_command(self, command, *args, **kwargs):
+            if bytes(command).startswith(b"BEGIN"):
+                begins.append(self._pipeline is not None)
+            return original(self, command, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Connection, "_exec_command", exec_command)
+    submit_review(item_id=item.pk, user=alice, verdict="approve")
+    assert ReviewItem.objects.get(pk=item.pk).status == ItemStatus.RESOLVED
+    assert begins == ([True] if on_postgres else [])
