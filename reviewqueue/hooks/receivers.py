@@ -16,10 +16,33 @@ from reviewqueue.review import signals
 logger = logging.getLogger(__name__)
 
 
+@receiver(signals.step_deciding, dispatch_uid="hooks.step_deciding")
+def on_step_deciding(sender: Any, *, step_id: int, **kwargs: Any) -> list[rows.Statement]:
+    """Where the NOTIFY is a statement (PostgreSQL transport, `rows.batches()`): the wake-up and
+    the webhook read go with the decision's writes, in their round trip and their transaction.
+    PostgreSQL delivers a NOTIFY at the commit (never for a rollback), and the webhook events are
+    recorded in the deciding transaction (none is lost should the process die after the commit)."""
+    from reviewqueue.hooks.services import enqueue_event, step_webhooks_statement
+
+    publish = notify.publish_statement(step_id, notify.DECIDED)
+    if publish is None or not rows.batches():
+        return []  # after the commit: on_step_decided
+    webhooks: list[Webhook] = []
+    read = step_webhooks_statement(step_id, webhooks)
+
+    def record(found: list[tuple[Any, ...]]) -> None:
+        read.returned(found)  # type: ignore[misc]
+        enqueue_event(event_type="step.decided", step_id=step_id, webhooks=webhooks)
+
+    return [publish, rows.Statement(read.sql, read.params, record)]
+
+
 @receiver(signals.step_decided, dispatch_uid="hooks.step_decided")
-def on_step_decided(sender: Any, *, step_id: int, decision_id: int, **kwargs: Any) -> None:
+def on_step_decided(sender: Any, *, step_id: int, decision_id: int, announced: bool = False, **kwargs: Any) -> None:
     from reviewqueue.hooks.services import enqueue_event
 
+    if announced:  # done in the deciding transaction (on_step_deciding)
+        return
     webhooks = _publish_and_read_webhooks(step_id, notify.DECIDED)
     enqueue_event(event_type="step.decided", step_id=step_id, webhooks=webhooks)
 

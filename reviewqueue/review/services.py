@@ -790,6 +790,8 @@ def _decide(
             after={"status": status, "method": method, "reviewer": reviewer.pk if reviewer else None},
         ),
     ]
+    # What other apps write with a decision (the wake-up of waiting agents, webhook events).
+    theirs = [st for _, found in signals.step_deciding.send(sender=Decision, step_id=step.pk) for st in found or ()]
     # The decision's writes in one round trip on PostgreSQL (none reads another's result).
     rows.run(
         *saving,
@@ -797,8 +799,13 @@ def _decide(
         rows.update_statement(step, ["status", "updated_at"]),
         rows.update_statement(item, ["status", "resolved_at", "claimed_by", "lease_expires_at", "reviews_count"]),
         *audit.statements(events),
+        *theirs,
     )
-    transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
+    transaction.on_commit(
+        lambda: signals.step_decided.send(
+            sender=Decision, step_id=step.pk, decision_id=decision.pk, announced=bool(theirs)
+        )
+    )
     return decision
 
 

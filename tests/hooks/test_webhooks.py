@@ -391,30 +391,39 @@ def test_an_escalation_is_delivered_as_item_escalated(private_ok, sync_tasks, re
 
 
 @pytest.mark.django_db
-def test_after_a_decision_the_wake_up_and_the_webhook_read_share_a_round_trip(
+def test_the_wake_up_and_the_webhook_events_go_with_the_decisions_writes(
     on_postgres, django_capture_on_commit_callbacks
 ) -> None:
+    """On PostgreSQL the NOTIFY and the webhook read run in the decision's batch (one round trip,
+    the deciding transaction: the events are recorded before the commit); elsewhere after it."""
     agent = AgentFactory(name="hooked")
     hook = Webhook.objects.create(agent=agent, url="https://example.com/hook")
     alice = UserFactory(username="alice")
     queue = QueueFactory(slug="q", members=[alice])
     item = ReviewItemFactory(queue=queue, step=StepFactory(agent=agent))
     claim_next_item(queue=queue, user=alice)
-    with django_capture_on_commit_callbacks() as callbacks:
+    deciding: list[str] = []
+    after_commit: list[str] = []
+
+    def note(into: list[str]):
+        def wrapper(execute, sql, params, many, context):
+            into.append(sql)
+            return execute(sql, params, many, context)
+
+        return wrapper
+
+    with django_capture_on_commit_callbacks() as callbacks, connection.execute_wrapper(note(deciding)):
         submit_review(item_id=item.pk, user=alice, verdict="approve")
-    statements: list[str] = []
-
-    def note(execute, sql, params, many, context):
-        statements.append(sql)
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(note):
+    in_transaction = list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True))
+    with connection.execute_wrapper(note(after_commit)):
         for callback in callbacks:  # what runs after the commit: the step_decided signal
             callback()
-    (first, *_) = statements
-    if on_postgres:  # NOTIFY and the webhook read in one statement string, before anything else
-        assert "pg_notify" in first and "hooks_webhook" in first
-        assert not [sql for sql in statements[1:] if "pg_notify" in sql or "FROM hooks_webhook" in sql]
+    if on_postgres:
+        (batch,) = [sql for sql in deciding if "INSERT INTO review_decision" in sql]
+        assert "pg_notify" in batch and "FROM hooks_webhook" in batch
+        assert in_transaction == ["step.decided"]
+        assert not [sql for sql in after_commit if "pg_notify" in sql or "FROM hooks_webhook" in sql]
     else:
-        assert "hooks_webhook" in first and not [sql for sql in statements if "pg_notify" in sql]
+        assert in_transaction == [] and not [sql for sql in deciding + after_commit if "pg_notify" in sql]
+        assert [sql for sql in after_commit if "FROM hooks_webhook" in sql]
     assert list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True)) == ["step.decided"]
