@@ -39,6 +39,8 @@ from django.utils import timezone
 from reviewqueue.core import audit
 from reviewqueue.core.images import ImageError, NormalisedImage, normalise_attachment
 from reviewqueue.core.models import Agent, Attachment, Step, StepKind, StepStatus, Trace
+from reviewqueue.core.rows import cursor as hot_cursor
+from reviewqueue.core.rows import pipelined
 
 STEP_FIELDS = frozenset(
     {
@@ -407,11 +409,12 @@ def _existing_trace_ids(agent: Agent, external_ids: list[str]) -> dict[str, int]
     the ORM took longer composing this query than the database took answering it."""
     table = connection.ops.quote_name(Trace._meta.db_table)
     placeholders = ", ".join(["%s"] * len(external_ids))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT external_id, id FROM {table} WHERE agent_id = %s AND external_id IN ({placeholders})",
-            [agent.pk, *external_ids],
-        )
+    with hot_cursor() as cursor:
+        with pipelined():  # the ingest transaction's first statement: with its BEGIN
+            cursor.execute(
+                f"SELECT external_id, id FROM {table} WHERE agent_id = %s AND external_id IN ({placeholders})",
+                [agent.pk, *external_ids],
+            )
         return dict(cursor.fetchall())
 
 

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from reviewqueue.core import rows
 from reviewqueue.core.audit import record
 from reviewqueue.review.models import Queue
 from reviewqueue.routing.conditions import ConditionError, evaluate, sample_hit, validate_conditions
@@ -64,7 +65,7 @@ def rules_signature() -> str | None:
     if connection.vendor != "postgresql":
         return None
     rules, queues = (connection.ops.quote_name(m._meta.db_table) for m in (RoutingRule, Queue))
-    with connection.cursor() as cursor:
+    with rows.cursor() as cursor:  # on every ingest request: prepared once per connection
         cursor.execute(
             "SELECT coalesce(string_agg(concat(r.id, '.', r.xmin, '.', q.xmin), ',' ORDER BY r.id), '') "
             f"FROM {rules} r LEFT JOIN {queues} q ON q.id = r.queue_id"
