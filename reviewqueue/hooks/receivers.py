@@ -1,5 +1,7 @@
-"""Receivers of the review signals (sent after the deciding transaction commits): wake the
-agents waiting on the step, and record the event for the agent's webhooks."""
+"""Receivers of the review signals: wake the agents waiting on a step and record the event for
+the agent's webhooks. With the decision's own writes where the NOTIFY is a statement
+(`step_deciding`, inside the deciding transaction); otherwise after the commit (`step_decided`,
+`item_escalated`)."""
 
 from __future__ import annotations
 
