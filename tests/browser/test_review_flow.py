@@ -301,3 +301,47 @@ def test_computer_use_click_is_marked_and_can_be_moved(page, login):
     corrected = Decision.objects.get(step=step).output
     assert abs(corrected["x"] - 200) <= 3 and corrected["action"] == "click"
     assert page.errors == []
+
+
+def test_one_computer_use_item_after_another_breaks_no_content_security_rule(page, login):
+    """A verdict's answer swaps the next computer-use item in (its screenshot and marker) with
+    no page error and no Content-Security-Policy violation."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from reviewqueue.core.ingest import ingest_steps
+    from reviewqueue.core.models import Agent, Step
+
+    user = UserFactory(username="cua2")
+    queue = QueueFactory(slug="clicks2", members=[user])
+    out = io.BytesIO()
+    Image.new("RGB", (800, 500), "#f6f7f9").save(out, format="PNG")
+    shot = {"filename": "shot.png", "content_type": "image/png", "data": base64.b64encode(out.getvalue()).decode()}
+    ingest_steps(
+        agent=Agent.objects.create(name="browser-agent-2"),
+        payloads=[
+            {
+                "external_id": f"click-{n}",
+                "kind": "tool_call",
+                "name": "computer",
+                "output": {"action": "click", "x": 100 * n, "y": 250},
+                "attachments": [shot],
+            }
+            for n in (1, 2)
+        ],
+    )
+    items = []
+    for n in (1, 2):
+        step = Step.objects.get(external_id=f"click-{n}")
+        step.review_items.all().delete()
+        items.append(ReviewItemFactory(queue=queue, step=step))
+    login(user)
+    page.goto("/review/clicks2/")
+    expect(page.locator("circle.marker-ring")).to_have_attribute("cx", "100.0")
+    page.keyboard.press("a")
+    expect(page.get_by_text(f"Approved item {items[0].pk}")).to_be_visible()
+    expect(page.locator("circle.marker-ring")).to_have_attribute("cx", "200.0")
+    page.wait_for_timeout(1000)  # the screenshot loads and htmx settles the swapped page
+    assert page.errors == []
