@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
 import factory
 from django.contrib.auth import get_user_model
+from PIL import Image
 
 from reviewqueue.core.models import Agent, Step, StepKind, StepStatus, Trace
 from reviewqueue.review.models import Queue, ReviewItem
@@ -88,3 +92,10 @@ class RoutingRuleFactory(factory.django.DjangoModelFactory):
     conditions = factory.LazyFunction(list)
     action = "route"
     queue = factory.SubFactory(QueueFactory)
+
+
+def png_b64(size: tuple[int, int] = (20, 10), color: str = "green") -> str:
+    """A real PNG image of `size`, base64-encoded as the steps API takes attachments."""
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()

@@ -149,7 +149,7 @@ def run(*statements: Statement) -> None:
     statements = tuple(st for st in statements if st.sql)
     if not statements:
         return
-    together = len(statements) > 1 and _client_side_binding()
+    together = len(statements) > 1 and batches()
     with connection.cursor() if together else cursor() as cursor_:
         if together:
             # Each statement bound on its own (psycopg caches the parse of a short statement's
@@ -165,14 +165,9 @@ def run(*statements: Statement) -> None:
 
 
 def batches() -> bool:
-    """Whether `run` sends several statements in one round trip here (PostgreSQL with Django's
-    default client-side binding)."""
-    return _client_side_binding()
-
-
-def _client_side_binding() -> bool:
-    """PostgreSQL through Django's default cursor, which binds parameters on the client and so
-    may send several statements at once (`OPTIONS["server_side_binding"]` turns that off)."""
+    """Whether `run` sends several statements in one round trip here: PostgreSQL through Django's
+    default cursor, which binds parameters on the client (`OPTIONS["server_side_binding"]` turns
+    that off)."""
     options = connection.settings_dict.get("OPTIONS") or {}
     return connection.vendor == "postgresql" and not options.get("server_side_binding")
 

@@ -30,6 +30,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from reviewqueue.core import rows
+
 logger = logging.getLogger(__name__)
 
 DECIDED = "decided"
@@ -70,11 +72,9 @@ def _redis() -> Any:
         return _redis_client
 
 
-def publish_statement(step_id: int, event: str = DECIDED) -> Any:
+def publish_statement(step_id: int, event: str = DECIDED) -> rows.Statement | None:
     """PostgreSQL transport: the NOTIFY of `publish` as a `rows.Statement`, to go with other
     statements in one round trip (`hooks.receivers`); None on the other transports."""
-    from reviewqueue.core import rows
-
     if transport() != "postgres":
         return None
     return rows.Statement("SELECT pg_notify(%s, %s)", [channel_name(), f"{event}:{step_id}"])

@@ -6,6 +6,7 @@ the agent's webhooks. With the decision's own writes where the NOTIFY is a state
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.dispatch import receiver
@@ -24,19 +25,12 @@ def on_step_deciding(sender: Any, *, step_id: int, **kwargs: Any) -> list[rows.S
     the webhook read go with the decision's writes, in their round trip and their transaction.
     PostgreSQL delivers a NOTIFY at the commit (never for a rollback), and the webhook events are
     recorded in the deciding transaction (none is lost should the process die after the commit)."""
-    from reviewqueue.hooks.services import enqueue_event, step_webhooks_statement
+    from reviewqueue.hooks.services import enqueue_event
 
-    publish = notify.publish_statement(step_id, notify.DECIDED)
-    if publish is None or not rows.batches():
-        return []  # after the commit: on_step_decided
-    webhooks: list[Webhook] = []
-    read = step_webhooks_statement(step_id, webhooks)
-
-    def record(found: list[tuple[Any, ...]]) -> None:
-        read.returned(found)  # type: ignore[misc]
+    def record(webhooks: list[Webhook]) -> None:
         enqueue_event(event_type="step.decided", step_id=step_id, webhooks=webhooks)
 
-    return [publish, rows.Statement(read.sql, read.params, record)]
+    return _wake_and_read_statements(step_id, notify.DECIDED, record)  # none: on_step_decided
 
 
 @receiver(signals.step_decided, dispatch_uid="hooks.step_decided")
@@ -63,18 +57,28 @@ def on_item_escalated(sender: Any, *, item_id: int, step_id: int, escalated_to_i
     )
 
 
-def _publish_and_read_webhooks(step_id: int, event: str) -> list[Webhook] | None:
-    """`notify.publish` and the read of the step's webhooks, in one round trip where the NOTIFY
-    is a statement (PostgreSQL transport, `rows.batches()`). None: not read (the caller reads them)."""
+def _wake_and_read_statements(step_id: int, event: str, then: Callable[[list[Webhook]], None]) -> list[rows.Statement]:
+    """The NOTIFY of `event` and the read of the step's webhooks (given to `then`), as statements
+    for one round trip; none where the NOTIFY is not a statement (Redis, SQLite) or statements do
+    not go together (`rows.batches()`)."""
     from reviewqueue.hooks.services import step_webhooks_statement
 
     publish = notify.publish_statement(step_id, event)
     if publish is None or not rows.batches():
+        return []
+    return [publish, step_webhooks_statement(step_id, then)]
+
+
+def _publish_and_read_webhooks(step_id: int, event: str) -> list[Webhook] | None:
+    """After a commit: `notify.publish` and the read of the step's webhooks, in one round trip
+    where they can go together. None: not read (the caller reads them)."""
+    webhooks: list[Webhook] = []
+    statements = _wake_and_read_statements(step_id, event, webhooks.extend)
+    if not statements:
         notify.publish(step_id, event)
         return None
-    webhooks: list[Webhook] = []
     try:
-        rows.run(publish, step_webhooks_statement(step_id, webhooks))
+        rows.run(*statements)
     except Exception:  # as publish: a lost wake-up costs the agent at most its wait timeout
         logger.exception("could not publish %s:%s", event, step_id)
         return None

@@ -18,7 +18,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -235,17 +235,18 @@ def step_webhooks(step_id: int) -> list[Webhook]:
     """The enabled webhooks of the step's agent, in their order (`Meta.ordering`: agent name,
     then id; one agent here): one hand-written query, as every decision asks (see `rows`)."""
     found: list[Webhook] = []
-    rows.run(step_webhooks_statement(step_id, found))
+    rows.run(step_webhooks_statement(step_id, found.extend))
     return found
 
 
-def step_webhooks_statement(step_id: int, into: list[Webhook]) -> rows.Statement:
-    """The query of `step_webhooks` as a `rows.Statement` that appends them to `into`."""
+def step_webhooks_statement(step_id: int, then: Callable[[list[Webhook]], None]) -> rows.Statement:
+    """The query of `step_webhooks` as a `rows.Statement` (to go with others in one round trip)
+    that calls `then` with the webhooks."""
     sql = (
         f"SELECT {_WEBHOOK.sql} FROM {Webhook._meta.db_table} w"
         f" JOIN {Step._meta.db_table} s ON s.agent_id = w.agent_id WHERE s.id = %s AND w.enabled ORDER BY w.id"
     )
-    return rows.Statement(sql, [step_id], lambda found: into.extend(_WEBHOOK.load(row) for row in found))
+    return rows.Statement(sql, [step_id], lambda found: then([_WEBHOOK.load(row) for row in found]))
 
 
 def send_test_event(*, webhook: Webhook) -> WebhookDelivery:

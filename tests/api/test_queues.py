@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from reviewqueue.core.models import AuditEvent
 from reviewqueue.review.models import ItemStatus, Queue, ReviewItem
 from reviewqueue.review.services import submit_review
-from tests.factories import QueueFactory, ReviewItemFactory, UserFactory
+from tests.factories import QueueFactory, ReviewItemFactory, UserFactory, png_b64
 
 pytestmark = pytest.mark.django_db
 
@@ -195,19 +195,13 @@ def test_a_claim_owning_its_transaction_reads_its_step_in_the_claiming_statement
 
 
 def check_the_claimed_step_is_the_one_json_form_of_the_step(queue, alice) -> None:
-    import base64
-    import io
-
-    from PIL import Image
 
     from reviewqueue.api.steps import step_queryset, step_representation
     from reviewqueue.core.ingest import ingest_steps
     from reviewqueue.core.models import Agent, Attachment
 
     def png(color: str) -> str:
-        out = io.BytesIO()
-        Image.new("RGB", (40, 20), color).save(out, format="PNG")
-        return base64.b64encode(out.getvalue()).decode()
+        return png_b64((40, 20), color)
 
     agent = Agent.objects.create(name="browser-agent")
     ingest_steps(

@@ -11,14 +11,13 @@ import pytest
 from django.db import connection
 from django.test import RequestFactory
 from django.utils import timezone
-from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from reviewqueue.api.middleware import RequestSizeLimitMiddleware
 from reviewqueue.core.models import ApiKey, Attachment, Step
 from reviewqueue.review.models import Decision
-from tests.factories import AgentFactory, QueueFactory, RoutingRuleFactory, UserFactory
+from tests.factories import AgentFactory, QueueFactory, RoutingRuleFactory, UserFactory, png_b64
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/steps"
@@ -36,10 +35,8 @@ def step(external_id: str = "s1", **fields: object) -> dict:
     }
 
 
-def png_b64() -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (32, 16), "white").save(out, "PNG")
-    return base64.b64encode(out.getvalue()).decode()
+def white_png() -> str:
+    return png_b64((32, 16), "white")
 
 
 @pytest.fixture
@@ -166,10 +163,10 @@ def test_nan_confidence_is_400_naming_the_field(client) -> None:
 
 
 def test_attachment_error_names_the_attachment(client) -> None:
-    truncated = base64.b64decode(png_b64())[:60]
+    truncated = base64.b64decode(white_png())[:60]
     body = step(
         attachments=[
-            {"filename": "ok.png", "data": png_b64()},
+            {"filename": "ok.png", "data": white_png()},
             {"filename": "t.png", "data": base64.b64encode(truncated).decode()},
         ]
     )
@@ -338,7 +335,7 @@ def test_detail_has_the_full_representation(client, agent) -> None:
             trace_id="t",
             parent_id="p0",
             metadata={"env": "prod"},
-            attachments=[{"filename": "s.png", "data": png_b64()}],
+            attachments=[{"filename": "s.png", "data": white_png()}],
         ),
     ).json()
     body = client.get(f"{URL}/{created['id']}").json()

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from reviewqueue.core.models import StepKind
 from reviewqueue.review.models import Decision, Review
-from tests.factories import QueueFactory, ReviewItemFactory, StepFactory, UserFactory
+from tests.factories import QueueFactory, ReviewItemFactory, StepFactory, UserFactory, png_b64
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -250,18 +250,13 @@ def test_a_non_member_cannot_open_another_queue(page, login):
 
 
 def test_computer_use_click_is_marked_and_can_be_moved(page, login):
-    import base64
-    import io
-
-    from PIL import Image
 
     from reviewqueue.core.ingest import ingest_steps
     from reviewqueue.core.models import Agent, Step
 
     user = UserFactory(username="cua")
     queue = QueueFactory(slug="clicks", members=[user])
-    out = io.BytesIO()
-    Image.new("RGB", (800, 500), "#f6f7f9").save(out, format="PNG")
+    screenshot = png_b64((800, 500), "#f6f7f9")
     ingest_steps(
         agent=Agent.objects.create(name="browser-agent"),
         payloads=[
@@ -274,7 +269,7 @@ def test_computer_use_click_is_marked_and_can_be_moved(page, login):
                     {
                         "filename": "shot.png",
                         "content_type": "image/png",
-                        "data": base64.b64encode(out.getvalue()).decode(),
+                        "data": screenshot,
                     }
                 ],
             }
@@ -306,19 +301,13 @@ def test_computer_use_click_is_marked_and_can_be_moved(page, login):
 def test_one_computer_use_item_after_another_breaks_no_content_security_rule(page, login):
     """A verdict's answer swaps the next computer-use item in (its screenshot and marker) with
     no page error and no Content-Security-Policy violation."""
-    import base64
-    import io
-
-    from PIL import Image
 
     from reviewqueue.core.ingest import ingest_steps
     from reviewqueue.core.models import Agent, Step
 
     user = UserFactory(username="cua2")
     queue = QueueFactory(slug="clicks2", members=[user])
-    out = io.BytesIO()
-    Image.new("RGB", (800, 500), "#f6f7f9").save(out, format="PNG")
-    shot = {"filename": "shot.png", "content_type": "image/png", "data": base64.b64encode(out.getvalue()).decode()}
+    shot = {"filename": "shot.png", "content_type": "image/png", "data": png_b64((800, 500), "#f6f7f9")}
     ingest_steps(
         agent=Agent.objects.create(name="browser-agent-2"),
         payloads=[

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 
 import pytest
@@ -12,19 +10,13 @@ from PIL import Image
 from reviewqueue.core.ingest import IngestValidationError, ingest_steps
 from reviewqueue.core.models import Attachment, AuditEvent, Step, Trace
 from reviewqueue.review.models import ReviewItem
-from tests.factories import AgentFactory, QueueFactory, RoutingRuleFactory
+from tests.factories import AgentFactory, QueueFactory, RoutingRuleFactory, png_b64
 
 pytestmark = pytest.mark.django_db
 
 
 def step(external_id: str, **fields: object) -> dict:
     return {"external_id": external_id, "kind": "llm", "name": "gpt-4o", "input": [], "output": "hi", **fields}
-
-
-def png_b64(size: tuple[int, int] = (20, 10)) -> str:
-    out = io.BytesIO()
-    Image.new("RGB", size, "green").save(out, "PNG")
-    return base64.b64encode(out.getvalue()).decode()
 
 
 @pytest.fixture

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
 import pytest
-from PIL import Image
 
 from reviewqueue.core.ingest import ingest_steps
 from reviewqueue.core.models import Agent, Attachment
 from reviewqueue.review.models import ReviewItem
-from tests.factories import ReviewItemFactory, UserFactory
+from tests.factories import ReviewItemFactory, UserFactory, png_b64
 
 pytestmark = pytest.mark.django_db
 
 
 def png() -> str:
-    out = io.BytesIO()
-    Image.new("RGB", (200, 100), "#336699").save(out, format="PNG")
-    return base64.b64encode(out.getvalue()).decode()
+    return png_b64((200, 100), "#336699")
 
 
 @pytest.fixture
