@@ -3,14 +3,16 @@
 An export's per-row work (parsing, normalising, the format's records, the redaction check,
 serialising) is Python and holds the GIL: one process uses one core. So an export of the steps
 a filter chooses is split into contiguous slices of step ids, equal ranges of ids, one per
-worker (`EXPORT_WORKERS`, default: the number of CPUs). The export's own process writes the
-first slice straight into the export's files, as a serial export does; each other slice is
-exported by a forked worker process into part files (`exporting.Part`). When its own slice is
-done, the process appends the parts in order (`ExportFiles.add_part`): records and manifest
-lines are copied, line numbers run on, and a case whose content hash an earlier slice wrote
-is left out, so the files are byte for byte those of a serial export. All processes read one
-snapshot (the parent's REPEATABLE READ transaction, shared with `pg_export_snapshot()`), so
-the slices see the data one query would.
+process (`EXPORT_WORKERS`; by default the number of CPUs plus one, see `worker_count`). The
+export's own process writes the first slice straight into the export's files, as a serial
+export does; each other slice is exported by a forked worker process into part files
+(`exporting.Part`). When its own slice is done, the process appends the parts in order
+(`ExportFiles.add_part`): records and manifest lines are copied, line numbers run on, and a
+case whose content hash an earlier slice wrote is left out, so the files are byte for byte
+those of a serial export. All processes read one snapshot (the parent's REPEATABLE READ
+transaction, shared with `pg_export_snapshot()`), so the slices see the data one query would.
+Each process reads its cursor in its own thread (`read_ahead=False`): the other processes keep
+the cores busy while one waits on PostgreSQL.
 
 Used on PostgreSQL without a connection pool (DB_POOL), for formats written as JSON lines,
 outside a transaction (the workers see only committed data) and with at least
@@ -56,7 +58,9 @@ class ExportWorkerError(RuntimeError):
 
 
 def worker_count() -> int:
-    return max(1, int(getattr(settings, "EXPORT_WORKERS", 0) or os.cpu_count() or 1))
+    """EXPORT_WORKERS, or by default one process more than the CPUs: each process also waits on
+    PostgreSQL (and PostgreSQL needs the CPUs too), so one more keeps them busy."""
+    return max(1, int(getattr(settings, "EXPORT_WORKERS", 0) or (os.cpu_count() or 1) + 1))
 
 
 def usable(fmt: Format, workers: int) -> bool:
@@ -128,7 +132,9 @@ def export_steps(
 
             files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx, progress=own_progress, part=worker.part)
             try:
-                files.add_cases(selectors.step_cases(filters=filters, redactor=redactor, ids=ids), split=split)
+                files.add_cases(
+                    selectors.step_cases(filters=filters, redactor=redactor, ids=ids, read_ahead=False), split=split
+                )
                 counts = files.close_part()
             except BaseException:
                 files.discard()
@@ -144,7 +150,9 @@ def export_steps(
                 worker.pid = _fork(worker, lambda worker=worker, ids=ids: run_slice(worker, ids), snapshot)
                 running.append(worker)
             files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx, progress=report if progress else None)
-            files.add_cases(selectors.step_cases(filters=filters, redactor=redactor, ids=slices[0]), split=split)
+            files.add_cases(
+                selectors.step_cases(filters=filters, redactor=redactor, ids=slices[0], read_ahead=False), split=split
+            )
             for worker in running:
                 counts = _wait(worker)
                 worker.merged = True

@@ -327,7 +327,9 @@ def _plain_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[tuple[Any, ...]]]:
         yield chunk
 
 
-def _stream_chunks(qs: QuerySet, chunks: Callable[[Fetch, Any], Iterator[Any]]) -> Iterator[Any]:
+def _stream_chunks(
+    qs: QuerySet, chunks: Callable[[Fetch, Any], Iterator[Any]], *, read_ahead: bool = True
+) -> Iterator[Any]:
     """The rows of a values_list query, streamed: `chunks(fetch, cursor)` turns them into
     chunks (`fetch()` gives the next 2,000 rows, `cursor` runs any per-chunk query).
 
@@ -335,7 +337,9 @@ def _stream_chunks(qs: QuerySet, chunks: Callable[[Fetch, Any], Iterator[Any]]) 
     (Django's per-value converters cost as much as the fetch itself), and a reader thread
     runs `chunks` ahead of the caller (`_run_ahead`), so the database's time overlaps the
     caller's work; it uses only the psycopg connection, never Django's (which is per thread).
-    Elsewhere Django's iterator(), read in the caller's thread."""
+    Without `read_ahead` (a parallel export: its processes keep the cores busy, and a second
+    thread per process only adds GIL hand-offs) the caller's thread reads. Elsewhere Django's
+    iterator(), read in the caller's thread."""
     if connection.vendor != "postgresql":
         iterator = qs.iterator(chunk_size=CHUNK)
         with connection.cursor() as cursor:
@@ -350,7 +354,8 @@ def _stream_chunks(qs: QuerySet, chunks: Callable[[Fetch, Any], Iterator[Any]]) 
         raw.cursor() as cursor,
     ):
         rows.execute(sql, params)
-        yield from _run_ahead(chunks(lambda: rows.fetchmany(CHUNK), cursor))
+        stream = chunks(lambda: rows.fetchmany(CHUNK), cursor)
+        yield from _run_ahead(stream) if read_ahead else stream
 
 
 def raw_content_hash(*parts: str | None) -> str:
@@ -364,9 +369,11 @@ def step_cases(
     test_ratio: float = 0.1,
     redactor: Redactor | None = None,
     ids: tuple[int | None, int | None] = (None, None),
+    read_ahead: bool = True,
 ) -> Iterator[Case]:
     """Cases for the steps a filter chooses, in step order, redacted if a redactor is given;
-    `ids` = (first, stop) keeps only the step ids first <= id < stop (a parallel export's slice).
+    `ids` = (first, stop) keeps only the step ids first <= id < stop (a parallel export's slice);
+    `read_ahead=False` reads in the caller's thread (see `_stream_chunks`).
 
     One query streams the steps joined to their decision, item and reviews (a row per review,
     in step order); images come with one range query per chunk of 2,000 steps. The per-row
@@ -386,7 +393,7 @@ def step_cases(
         qs = qs.filter(id__lt=stop)
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
     qs = qs.values_list(*STEP_FIELDS).order_by("id", "decision__item__reviews__id")
-    for entries in _stream_chunks(qs, _step_chunks):
+    for entries in _stream_chunks(qs, _step_chunks, read_ahead=read_ahead):
         for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _) = row  # fmt: skip

@@ -168,7 +168,7 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 # Dataset export files (evals/): never under MEDIA_ROOT, they are served only to staff.
 EXPORT_ROOT = Path(os.environ.get("EXPORT_ROOT", BASE_DIR / "exports"))
-# Processes an ad-hoc export runs on (PostgreSQL; evals/parallel.py); 0 = the number of CPUs, 1 = serial.
+# Processes an ad-hoc export runs on (PostgreSQL; evals/parallel.py); 0 = the number of CPUs + 1, 1 = serial.
 EXPORT_WORKERS = env_int("EXPORT_WORKERS", 0)
 
 LOGIN_URL = "login"

@@ -4,6 +4,7 @@ skips, redactions and images included; a failing worker leaves no files behind."
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,27 @@ def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_p
     with pytest.raises(parallel.ExportWorkerError, match="disk on fire"):
         export(tmp_path, "openai-sft", 3)
     assert list((tmp_path / "openai-sft-3").iterdir()) == []
+
+
+def test_by_default_an_export_runs_on_one_process_more_than_the_cpus(settings, monkeypatch):
+    monkeypatch.setattr(parallel.os, "cpu_count", lambda: 2)
+    settings.EXPORT_WORKERS = 0
+    assert parallel.worker_count() == 3
+    settings.EXPORT_WORKERS = 1
+    assert parallel.worker_count() == 1
+
+
+def test_the_processes_of_a_parallel_export_read_without_a_reader_thread(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr("evals.exporting.PROGRESS_EVERY", 1)
+    monkeypatch.setattr(selectors, "CHUNK", 1)  # a reader thread would still be reading ahead
+    threads: set[str] = set()
+
+    def watch(read: int, rows: int) -> None:
+        threads.update(t.name for t in threading.enumerate())
+
+    _, result = export(tmp_path, "jsonl", 3, progress=watch)
+    assert len(result.workers) == 2 and "rq-export-reader" not in threads
+    threads.clear()
+    export(tmp_path, "openai-sft", 1, progress=watch)  # one process: the reader thread runs ahead
+    assert "rq-export-reader" in threads
