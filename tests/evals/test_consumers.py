@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evals import services
+from reviewqueue.core.models import Step
+from tests.evals.conftest import TOOLS
 from tests.evals.openai_rules import check_dpo_file, check_sft_file
+
+CONSUMERS = Path(__file__).resolve().parents[2] / ".consumers"
+PROMPTFOO = CONSUMERS / "node_modules" / ".bin" / "promptfoo"
+OAIEVAL = CONSUMERS / "oaievals" / "bin" / "oaieval"  # OpenAI Evals, in its own environment
 
 JSONL_FORMATS = [
     "openai-sft",
@@ -217,3 +226,123 @@ def test_promptfoo_and_openai_evals_shapes(corpus, tmp_path):
     for sample in lines(evals_path):
         assert {m["role"] for m in sample["input"]} <= {"system", "user", "assistant"}
         assert isinstance(sample["ideal"], str) and sample["ideal"]
+
+
+def reviewed_answer(step: Step) -> str | dict:
+    """What the reviewer decided the step should have said, from the database: the correction,
+    else the agent's own output (which, for a rejection, is what must not be said)."""
+    value = step.decision.output if step.status == "corrected" else step.output
+    if isinstance(value, dict) and value.get("tool_calls"):
+        return {"tool_calls": value["tool_calls"]}
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+@pytest.mark.promptfoo
+def test_promptfoo_runs_every_exported_test_and_judges_the_reviewed_answers(corpus, tmp_path):
+    """`promptfoo eval` (the real CLI, npm) on the export, with a provider that answers each test
+    with the output its reviewer decided on: every assertion type is known to promptfoo, every
+    test of an approved or corrected step passes, and every rejected step's test fails (its
+    `not-equals` catches the rejected output)."""
+    assert PROMPTFOO.exists(), "promptfoo is not installed: scripts/test.sh installs it with npm"
+    path, result = export(tmp_path, "promptfoo", redact=False)
+    tests = lines(path)
+    steps = Step.objects.filter(pk__in=[t["metadata"]["rq_step_id"] for t in tests]).select_related("decision")
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps({str(step.pk): reviewed_answer(step) for step in steps}))
+    provider = Path(__file__).with_name("promptfoo_provider.js")
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "description": "reviewqueue export",
+                "prompts": ["{{input}}"],
+                "providers": [{"id": f"file://{provider}", "config": {"answers": str(answers), "tools": TOOLS}}],
+                "tests": f"file://{path}",
+            }
+        )
+    )
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1", "HOME": str(tmp_path)}
+    run = subprocess.run(
+        [str(PROMPTFOO), "eval", "-c", str(config), "--no-cache", "--no-write", "--no-progress-bar", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert run.returncode in (0, 100), run.stdout[-3000:] + run.stderr[-3000:]  # 100: some tests failed
+    report = json.loads(out.read_text())["results"]
+    assert report["stats"]["errors"] == 0
+    outcomes = {r["testCase"]["metadata"]["rq_step_id"]: r for r in report["results"]}
+    assert len(outcomes) == len(tests) == result.rows
+    verdicts = {t["metadata"]["rq_step_id"]: t["metadata"]["verdict"] for t in tests}
+    assert {"approved", "corrected", "rejected"} <= set(verdicts.values())
+    assert any(t["assert"][0]["type"] == "is-valid-openai-tools-call" for t in tests)
+    for step_id, outcome in outcomes.items():
+        assert outcome["success"] == (verdicts[step_id] != "rejected"), (verdicts[step_id], outcome.get("error"))
+
+
+def answer_text(answer: str | dict) -> str:
+    """A reviewed answer as the text an OpenAI Evals `Match` eval compares: tool calls written
+    out as name(arguments)."""
+    if isinstance(answer, str):
+        return answer
+    calls = answer["tool_calls"]
+    return "\n".join(f"{c['function']['name']}({c['function']['arguments']})" for c in calls)
+
+
+@pytest.mark.oaievals
+def test_openai_evals_runs_the_export_and_the_reviewed_answers_match(corpus, tmp_path):
+    """`oaieval` (the `evals` package's CLI) runs the export as a registered `Match` eval, with a
+    completion function that answers each sample with the output its reviewer decided on (from
+    the database, found through the manifest): every sample is evaluated and every one matches."""
+    assert OAIEVAL.exists(), "OpenAI Evals is not installed: scripts/test.sh installs it into .consumers/oaievals"
+    path, result = export(tmp_path, "openai-evals", redact=False)
+    samples = lines(path)
+    manifest = lines(path.with_name("data.manifest.jsonl"))[:-1]
+    steps = {s.pk: s for s in Step.objects.filter(pk__in=[m["step_id"] for m in manifest]).select_related("decision")}
+    pairs = [
+        [sample["input"], answer_text(reviewed_answer(steps[entry["step_id"]]))]
+        for sample, entry in zip(samples, manifest, strict=True)
+    ]
+    answers = tmp_path / "answers.json"
+    answers.write_text(json.dumps(pairs))
+    registry = tmp_path / "registry"
+    (registry / "evals").mkdir(parents=True)
+    (registry / "completion_fns").mkdir()
+    (registry / "evals" / "rq.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rq-export": {"id": "rq-export.dev.v0", "metrics": ["accuracy"]},
+                "rq-export.dev.v0": {"class": "evals.elsuite.basic.match:Match", "args": {"samples_jsonl": str(path)}},
+            }
+        )
+    )
+    (registry / "completion_fns" / "rq.yaml").write_text(
+        yaml.safe_dump({"rq-reviewed": {"class": "rq_reviewed:ReviewedAnswers", "args": {"answers": str(answers)}}})
+    )
+    record = tmp_path / "record.jsonl"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).with_name("oaievals")),
+        "OPENAI_API_KEY": "sk-offline-test",  # the package builds a client at import; it is never called
+        "HOME": str(tmp_path),
+    }
+    run = subprocess.run(
+        [str(OAIEVAL), "rq-reviewed", "rq-export", "--registry_path", str(registry), "--record_path", str(record)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,  # not the project root: its `evals` app would shadow the package
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    matches = [e["data"] for e in events if e.get("type") == "match"]
+    final = next(e["final_report"] for e in events if "final_report" in e)
+    assert len(samples) == result.rows == len(matches) > 0
+    assert all(m["correct"] for m in matches), [m for m in matches if not m["correct"]]
+    assert final["accuracy"] == 1.0
