@@ -20,7 +20,8 @@ from typing import Any
 import orjson
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
+from django.db.models import Case as SqlCase
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField, When
 from django.db.models.functions import Cast, Coalesce
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -384,7 +385,9 @@ def step_cases(
     qs = decided_steps(filters=filters).annotate(
         input_text=Cast("input", TextField()),
         output_text=Cast("output", TextField()),
-        decision_output_text=Cast("decision__output", TextField()),
+        # Only a correction's decision output is exported (an approval's is the step's output,
+        # a rejection has none): the others are not read at all.
+        decision_output_text=SqlCase(When(status=CORRECTED, then=Cast("decision__output", TextField()))),
         metadata_text=Cast("metadata", TextField()),
         decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
         review_labels_text=Cast("decision__item__reviews__labels", TextField()),
