@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from tests.consumers import OAIEVAL, PROMPTFOO
 from tests.factories import QueueFactory, UserFactory
 
 
@@ -20,10 +20,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     venv of its own); in CI they always run (and fail if one is missing)."""
     on_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
     with_redis = bool(os.environ.get("TEST_REDIS_URL"))
-    consumers = Path(__file__).resolve().parents[1] / ".consumers"
     in_ci = bool(os.environ.get("CI"))
-    with_promptfoo = in_ci or (consumers / "node_modules" / ".bin" / "promptfoo").exists()
-    with_oaievals = in_ci or (consumers / "oaievals" / "bin" / "oaieval").exists()
+    with_promptfoo = in_ci or PROMPTFOO.exists()
+    with_oaievals = in_ci or OAIEVAL.exists()
     keep, drop = [], []
     for item in items:
         unavailable = (

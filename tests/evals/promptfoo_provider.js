@@ -5,7 +5,6 @@ const fs = require("fs");
 
 class ReviewedAnswers {
   constructor(options) {
-    this.config = options.config;
     this.answers = JSON.parse(fs.readFileSync(options.config.answers, "utf8"));
   }
 
@@ -22,18 +21,7 @@ class ReviewedAnswers {
     if (typeof answer === "string") {
       return { output: answer };
     }
-    // Tool calls as OpenAI returns them: arguments as a JSON string.
-    const calls = answer.tool_calls.map((call) => ({
-      ...call,
-      function: {
-        name: call.function.name,
-        arguments:
-          typeof call.function.arguments === "string"
-            ? call.function.arguments
-            : JSON.stringify(call.function.arguments),
-      },
-    }));
-    return { output: calls };
+    return { output: answer.tool_calls }; // arguments already JSON strings, as OpenAI sends them
   }
 }
 

@@ -13,12 +13,9 @@ import yaml
 
 from evals import services
 from reviewqueue.core.models import Step
+from tests.consumers import OAIEVAL, PROMPTFOO
 from tests.evals.conftest import TOOLS
 from tests.evals.openai_rules import check_dpo_file, check_sft_file
-
-CONSUMERS = Path(__file__).resolve().parents[2] / ".consumers"
-PROMPTFOO = CONSUMERS / "node_modules" / ".bin" / "promptfoo"
-OAIEVAL = CONSUMERS / "oaievals" / "bin" / "oaieval"  # OpenAI Evals, in its own environment
 
 JSONL_FORMATS = [
     "openai-sft",
@@ -228,12 +225,26 @@ def test_promptfoo_and_openai_evals_shapes(corpus, tmp_path):
         assert isinstance(sample["ideal"], str) and sample["ideal"]
 
 
+def _openai_call(call: dict) -> dict:
+    """A tool call as OpenAI returns it: arguments as a JSON string."""
+    arguments = call["function"]["arguments"]
+    arguments = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {**call, "function": {"name": call["function"]["name"], "arguments": arguments}}
+
+
+def run_consumer(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """A consumer's CLI, offline, with its home in `cwd` (nothing written to ours)."""
+    return subprocess.run(
+        args, capture_output=True, text=True, env={**os.environ, "HOME": str(cwd), **env}, cwd=cwd, timeout=300
+    )
+
+
 def reviewed_answer(step: Step) -> str | dict:
     """What the reviewer decided the step should have said, from the database: the correction,
     else the agent's own output (which, for a rejection, is what must not be said)."""
     value = step.decision.output if step.status == "corrected" else step.output
     if isinstance(value, dict) and value.get("tool_calls"):
-        return {"tool_calls": value["tool_calls"]}
+        return {"tool_calls": [_openai_call(call) for call in value["tool_calls"]]}
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         return value["content"]
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
@@ -264,14 +275,11 @@ def test_promptfoo_runs_every_exported_test_and_judges_the_reviewed_answers(corp
         )
     )
     out = tmp_path / "results.json"
-    env = {**os.environ, "PROMPTFOO_DISABLE_TELEMETRY": "1", "PROMPTFOO_DISABLE_UPDATE": "1", "HOME": str(tmp_path)}
-    run = subprocess.run(
+    run = run_consumer(
         [str(PROMPTFOO), "eval", "-c", str(config), "--no-cache", "--no-write", "--no-progress-bar", "-o", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
+        tmp_path,
+        PROMPTFOO_DISABLE_TELEMETRY="1",
+        PROMPTFOO_DISABLE_UPDATE="1",
     )
     assert run.returncode in (0, 100), run.stdout[-3000:] + run.stderr[-3000:]  # 100: some tests failed
     report = json.loads(out.read_text())["results"]
@@ -325,19 +333,11 @@ def test_openai_evals_runs_the_export_and_the_reviewed_answers_match(corpus, tmp
         yaml.safe_dump({"rq-reviewed": {"class": "rq_reviewed:ReviewedAnswers", "args": {"answers": str(answers)}}})
     )
     record = tmp_path / "record.jsonl"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).with_name("oaievals")),
-        "OPENAI_API_KEY": "sk-offline-test",  # the package builds a client at import; it is never called
-        "HOME": str(tmp_path),
-    }
-    run = subprocess.run(
+    run = run_consumer(  # in tmp_path, not the project root: its `evals` app would shadow the package
         [str(OAIEVAL), "rq-reviewed", "rq-export", "--registry_path", str(registry), "--record_path", str(record)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,  # not the project root: its `evals` app would shadow the package
-        timeout=300,
+        tmp_path,
+        PYTHONPATH=str(Path(__file__).with_name("oaievals")),
+        OPENAI_API_KEY="sk-offline-test",  # the package builds a client at import; it is never called
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     events = [json.loads(line) for line in record.read_text().splitlines()]
