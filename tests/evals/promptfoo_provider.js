@@ -5,6 +5,7 @@ const fs = require("fs");
 
 class ReviewedAnswers {
   constructor(options) {
+    this.config = options.config; // promptfoo reads config.tools for is-valid-openai-tools-call
     this.answers = JSON.parse(fs.readFileSync(options.config.answers, "utf8"));
   }
 
