@@ -245,7 +245,8 @@ def _numbered(line: int, body: bytes) -> bytes:
     return b'{"line":%d,%s' % (line, body)
 
 
-def _temporary(path: Path, suffix: str = "") -> Path:
+def temporary_path(path: Path, suffix: str = "") -> Path:
+    """A hidden name beside `path` for a file being written (`remove_stale_parts` knows them)."""
     return path.with_name(f".{path.name}.part-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
@@ -270,7 +271,7 @@ class Part:
 
     @classmethod
     def beside(cls, out: Path) -> Part:
-        return cls(*(_temporary(out, f"-{name}") for name in ("data", "manifest", "index", "result")))
+        return cls(*(temporary_path(out, f"-{name}") for name in ("data", "manifest", "index", "result")))
 
     def remove(self) -> None:
         for path in (self.data, self.manifest, self.index, self.result):
@@ -331,7 +332,7 @@ class ExportFiles:
         self.seen = SeenDigests() if dedupe else None
         self.index: _PartIndex | None = None
         if part is None:
-            self.data_path, self.manifest_path = _temporary(out), _temporary(manifest)
+            self.data_path, self.manifest_path = temporary_path(out), temporary_path(manifest)
             self.writer = WRITERS[fmt.container](self.data_path)
             self.manifest_out = _HashingFile(self.manifest_path)
         else:

@@ -2,23 +2,25 @@
 
 An export's per-row work (parsing, normalising, the format's records, the redaction check,
 serialising) is Python and holds the GIL: one process uses one core. So an export of the steps
-a filter chooses is split into contiguous slices of step ids, equal ranges of ids, one per
-process (`EXPORT_WORKERS`; by default the number of CPUs plus one, see `worker_count`). The
-export's own process writes the first slice straight into the export's files, as a serial
-export does; each other slice is exported by a forked worker process into part files
-(`exporting.Part`). When its own slice is done, the process appends the parts in order
-(`ExportFiles.add_part`): records and manifest lines are copied, line numbers run on, and a
-case whose content hash an earlier slice wrote is left out, so the files are byte for byte
-those of a serial export. All processes read one snapshot (the parent's REPEATABLE READ
-transaction, shared with `pg_export_snapshot()`), so the slices see the data one query would.
-Each process reads its cursor in its own thread (`read_ahead=False`): the other processes keep
-the cores busy while one waits on PostgreSQL.
+a filter chooses is cut into contiguous slices of step ids (equal ranges of ids, several per
+process: `SLICES_PER_WORKER`), exported by forked worker processes (`EXPORT_WORKERS`; by default
+the number of CPUs plus one, see `worker_count`). Each worker takes the next slice not yet
+taken (from a pipe the slice numbers were written into), exports it into part files
+(`exporting.Part`) and says so on a second pipe. The export's own process appends each part to
+the export's files as soon as it and every slice before it are done (`ExportFiles.add_part`):
+records and manifest lines are copied, line numbers run on, and a case whose content hash an
+earlier slice wrote is left out, so the files are byte for byte those of a serial export. As
+the slices are small and taken in order, the appending keeps pace with the workers, and little
+is left to append once the last slice is done. All processes read one snapshot (the parent's
+REPEATABLE READ transaction, shared with `pg_export_snapshot()`), so the slices see the data
+one query would. Each worker reads its cursor in its own thread (`read_ahead=False`): the other
+processes keep the cores busy while one waits on PostgreSQL.
 
 Used on PostgreSQL without a connection pool (DB_POOL), for formats written as JSON lines,
 outside a transaction (the workers see only committed data) and with at least
-MIN_STEPS_PER_WORKER step ids a worker; otherwise the export is serial. On any error the
-workers are killed and every part file removed; a worker whose parent has died removes its
-files and exits."""
+MIN_STEPS_PER_SLICE step ids a slice and two slices; otherwise the export is serial. On any
+error the workers are killed and every part file removed; a worker whose parent has died
+removes its files and exits."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import contextlib
 import mmap
 import os
 import re
+import select
 import signal
 import struct
 import traceback
@@ -39,12 +42,16 @@ from django.conf import settings
 from django.db import connection, connections, transaction
 
 from evals import selectors
-from evals.exporting import ExportFiles, ExportResult, Part, write_export
+from evals.exporting import ExportFiles, ExportResult, Part, temporary_path, write_export
 from evals.formats import ExportContext, Format
 from evals.redaction import Redactor
 
-MIN_STEPS_PER_WORKER = 10_000
-_SLOT = struct.Struct("qq")  # a worker's progress in shared memory: cases read, rows written
+MIN_STEPS_PER_SLICE = 10_000
+MAX_SLICES = 4096  # their numbers must fit in a pipe's buffer (64 KiB on Linux): 16 KiB
+SLICES_PER_WORKER = 8  # more, smaller slices: less left to append after the last one ends
+WAIT_SECONDS = 0.5  # how often the parent looks at its workers (and reports progress) at least
+_SLOT = struct.Struct("qq")  # a slice's progress in shared memory: cases read, rows written
+_NUMBER = struct.Struct("I")  # a slice number on the pipes (writes this small are atomic)
 _SNAPSHOT = re.compile(r"[0-9A-Fa-f-]+")
 # A worker keeps the database connections it inherited referenced and never closes them:
 # closing would end the parent's sessions, whose sockets they share.
@@ -78,11 +85,13 @@ def usable(fmt: Format, workers: int) -> bool:
 
 @dataclass
 class _Worker:
-    slot: int
+    """A worker process as the parent sees it; `error` is where it writes why it failed."""
+
     pid: int
-    part: Part
-    merged: bool = False
+    error: Path
     reaped: bool = False
+    cases_read: int = 0
+    peak_rss_kib: int = 0
 
 
 def export_steps(
@@ -111,54 +120,58 @@ def export_steps(
             )
         bounds = [None, *starts, None]
         slices = list(zip(bounds[:-1], bounds[1:], strict=True))
+        parts = [Part.beside(Path(out)) for _ in slices]
+        shared = mmap.mmap(-1, _SLOT.size * len(slices))
+        todo, todo_in = os.pipe()
+        done, done_in = os.pipe()
+        os.write(todo_in, b"".join(_NUMBER.pack(number) for number in range(len(slices))))
+        os.close(todo_in)  # a worker that reads nothing more is done
         parent = os.getpid()
-        shared = mmap.mmap(-1, _SLOT.size * len(starts))
+
+        def run_slices() -> None:
+            mine: list[Part] = []  # the parts this worker wrote: gone with it if the parent dies
+
+            def alone() -> bool:
+                if os.getppid() == parent:
+                    return False
+                for part in mine:
+                    part.remove()
+                return True
+
+            while (number := os.read(todo, _NUMBER.size)) and not alone():
+                slot = _NUMBER.unpack(number)[0]
+                part = parts[slot]
+                mine.append(part)
+
+                def own_progress(cases_read: int, rows: int, slot: int = slot) -> None:
+                    _SLOT.pack_into(shared, _SLOT.size * slot, cases_read, rows)
+                    if alone():  # the export was killed: leave nothing behind
+                        os._exit(1)
+
+                files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx, progress=own_progress, part=part)
+                try:
+                    cases = selectors.step_cases(filters=filters, redactor=redactor, ids=slices[slot], read_ahead=False)
+                    files.add_cases(cases, split=split)
+                    counts = files.close_part()
+                except BaseException:
+                    files.discard()
+                    raise
+                counts.update(pid=os.getpid(), peak_rss_kib=rss_kib("VmHWM"))
+                part.result.write_bytes(orjson.dumps(counts))
+                os.write(done_in, number)
+
         running: list[_Worker] = []
-
-        def report(cases_read: int, rows: int) -> None:  # ours plus the workers' not yet merged
-            assert progress is not None
-            for worker in running:
-                if not worker.merged:
-                    theirs = _SLOT.unpack_from(shared, _SLOT.size * worker.slot)
-                    cases_read, rows = cases_read + theirs[0], rows + theirs[1]
-            progress(cases_read, rows)
-
-        def run_slice(worker: _Worker, ids: tuple[int | None, int | None]) -> None:
-            def own_progress(cases_read: int, rows: int) -> None:
-                _SLOT.pack_into(shared, _SLOT.size * worker.slot, cases_read, rows)
-                if os.getppid() != parent:  # the export was killed: leave nothing behind
-                    worker.part.remove()
-                    os._exit(1)
-
-            files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx, progress=own_progress, part=worker.part)
-            try:
-                files.add_cases(
-                    selectors.step_cases(filters=filters, redactor=redactor, ids=ids, read_ahead=False), split=split
-                )
-                counts = files.close_part()
-            except BaseException:
-                files.discard()
-                raise
-            counts.update(pid=os.getpid(), peak_rss_kib=rss_kib("VmHWM"))
-            worker.part.result.write_bytes(orjson.dumps(counts))
-
         files: ExportFiles | None = None
-        found: list[dict[str, int]] = []
         try:
-            for slot, ids in enumerate(slices[1:]):
-                worker = _Worker(slot, 0, Part.beside(Path(out)))
-                worker.pid = _fork(worker, lambda worker=worker, ids=ids: run_slice(worker, ids), snapshot)
-                running.append(worker)
-            files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx, progress=report if progress else None)
-            files.add_cases(
-                selectors.step_cases(filters=filters, redactor=redactor, ids=slices[0], read_ahead=False), split=split
-            )
+            for _ in range(min(workers, len(slices))):
+                error = temporary_path(Path(out), "-error")
+                running.append(_Worker(_fork(run_slices, snapshot, error), error))
+            os.close(done_in)
+            done_in = -1
+            files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx)
+            _append_in_order(files, parts, done, running, shared, progress)
             for worker in running:
-                counts = _wait(worker)
-                worker.merged = True
-                files.add_part(worker.part, counts)
-                worker.part.remove()
-                found.append({key: counts[key] for key in ("pid", "cases_read", "peak_rss_kib")})
+                _reap(worker, block=True)
             result = files.finish()
         except BaseException:
             _kill(running)
@@ -166,32 +179,78 @@ def export_steps(
                 files.discard()
             raise
         finally:
+            for fd in (todo, done, done_in):
+                if fd >= 0:
+                    os.close(fd)
+            for part in parts:
+                part.remove()
             for worker in running:
-                worker.part.remove()
+                worker.error.unlink(missing_ok=True)
             shared.close()
-    result.workers = found
+    result.workers = [{"pid": w.pid, "cases_read": w.cases_read, "peak_rss_kib": w.peak_rss_kib} for w in running]
     if progress is not None:
         progress(result.cases_read, result.rows)
     return result
 
 
+def _append_in_order(
+    files: ExportFiles,
+    parts: list[Part],
+    done: int,
+    running: list[_Worker],
+    shared: mmap.mmap,
+    progress: Progress | None,
+) -> None:
+    """Append the parts to `files` in slice order, each as soon as it and those before it are
+    done; fails as soon as a worker does."""
+    finished: set[int] = set()
+    by_pid = {worker.pid: worker for worker in running}
+    appended = 0
+    while appended < len(parts):
+        readable, _, _ = select.select([done], [], [], WAIT_SECONDS)
+        if readable:
+            told = os.read(done, _NUMBER.size * len(parts))
+            finished.update(number for (number,) in _NUMBER.iter_unpack(told))
+        for worker in running:  # a worker that failed (or was killed) fails the export now
+            _reap(worker, block=False)
+        while appended in finished:
+            counts = orjson.loads(parts[appended].result.read_bytes())
+            files.add_part(parts[appended], counts)
+            parts[appended].remove()
+            worker = by_pid.get(counts["pid"])
+            if worker is not None:
+                worker.cases_read += counts["cases_read"]
+                worker.peak_rss_kib = max(worker.peak_rss_kib, counts["peak_rss_kib"])
+            appended += 1
+        if readable and not told and appended < len(parts):  # every worker has gone
+            raise ExportWorkerError(f"the export's workers ended with {len(parts) - appended} slices not done")
+        if progress is not None:
+            cases_read, rows = files.result.cases_read, files.result.rows
+            for number in range(appended, len(parts)):
+                theirs = _SLOT.unpack_from(shared, _SLOT.size * number)
+                cases_read, rows = cases_read + theirs[0], rows + theirs[1]
+            progress(cases_read, rows)
+
+
 def _slice_starts(filters: dict[str, Any], workers: int) -> list[int]:
     """The first step id of each slice after the first: the ids from the first chosen step to
     the last cut into equal ranges (two index lookups; counting the chosen steps to cut them
-    into equal counts takes a scan of them all). Ids follow arrival, so the chosen steps are
-    spread about evenly over them for the usual filters (everything, a time range, an agent
-    or a queue among others); an uneven spread costs speed, never correctness."""
+    into equal counts takes a scan of them all), SLICES_PER_WORKER a worker and at least
+    MIN_STEPS_PER_SLICE ids each. Ids follow arrival, so the chosen steps are spread about
+    evenly over them for the usual filters (everything, a time range, an agent or a queue
+    among others); an uneven spread costs speed, never correctness."""
     ids = selectors.decided_steps(filters=filters).values_list("id", flat=True)
     first, last = ids.first(), ids.last()
     if first is None or last is None:
         return []
     span = last - first + 1
-    parts = min(workers, span // MIN_STEPS_PER_WORKER)
+    parts = min(workers * SLICES_PER_WORKER, span // MIN_STEPS_PER_SLICE, MAX_SLICES)
     return [first + span * k // parts for k in range(1, parts)] if parts > 1 else []
 
 
-def _fork(worker: _Worker, run: Callable[[], None], snapshot: str) -> int:
-    """Start a worker process running `run` in a transaction on `snapshot`; its pid."""
+def _fork(run: Callable[[], None], snapshot: str, error: Path) -> int:
+    """Start a worker process running `run` in a transaction on `snapshot`; its pid. A worker
+    that fails writes why to `error` and exits with status 1."""
     pid = os.fork()
     if pid:
         return pid
@@ -207,9 +266,9 @@ def _fork(worker: _Worker, run: Callable[[], None], snapshot: str) -> int:
             run()
         connection.close()
         code = 0
-    except BaseException:  # reported to the parent through the result file
+    except BaseException:  # reported to the parent through the error file
         with contextlib.suppress(BaseException):
-            worker.part.result.write_bytes(orjson.dumps({"error": traceback.format_exc()[-4000:]}))
+            error.write_text(traceback.format_exc()[-4000:])
     finally:
         os._exit(code)
 
@@ -221,16 +280,20 @@ def _reconnect() -> None:
         connections[alias] = connections.create_connection(alias)
 
 
-def _wait(worker: _Worker) -> dict[str, Any]:
-    _, status = os.waitpid(worker.pid, 0)
+def _reap(worker: _Worker, *, block: bool) -> None:
+    """Collect a worker that has ended (waiting for it with `block`); raise if it failed."""
+    if worker.reaped:
+        return
+    pid, status = os.waitpid(worker.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return
     worker.reaped = True
-    try:
-        counts = orjson.loads(worker.part.result.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        counts = {"error": f"exit status {status}, no result"}
-    if "error" in counts or status != 0:
-        raise ExportWorkerError(f"export worker {worker.slot + 1} failed: {counts.get('error', status)}")
-    return counts
+    if status != 0:
+        try:
+            why = worker.error.read_text()
+        except OSError:
+            why = f"exit status {status}"
+        raise ExportWorkerError(f"export worker {worker.pid} failed: {why}")
 
 
 def _kill(running: list[_Worker]) -> None:

@@ -178,9 +178,11 @@ STEP_FIELDS = (
     "decided",
     "confidence",
     "metadata_text",
-    # One row per review of the step's item (LEFT JOIN, in review order), grouped back into
-    # one entry per step by `_grouped`: no per-chunk queries for queues, reviewers, labels.
+    # One row per review of the step's item (LEFT JOIN), grouped back into one entry per step
+    # by `_grouped`, which puts a step's reviews in review order: no per-chunk queries for
+    # queues, reviewers, labels.
     "decision__item__queue_id",
+    "decision__item__reviews__id",
     "decision__item__reviews__reviewer_id",
     "review_labels_text",
 )
@@ -277,34 +279,57 @@ _EMPTY_LABELS = (None, "{}")
 
 
 def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, Any]]]) -> list[StepEntry]:
-    """One entry per step from rows that repeat a step once per review (rows in step order)."""
+    """One entry per step from rows that repeat a step once per review (rows in step order,
+    a step's reviews in any order: those of a step with several are put in review order)."""
     entries: list[StepEntry] = []
     parsed: dict[str, dict[str, Any]] = {}
-    previous = None
+    several: dict[int, list[tuple[Any, ...]]] = {}  # entry index -> the rows of its step
+    previous = first = None
     for row in rows:
-        step_id, reviewer_id, labels = row[0], row[-2], row[-1]
-        if step_id != previous:
-            previous = step_id
-            entry = (row, [], {}, attachments.get(step_id, []))
-            entries.append(entry)
-        if reviewer_id is not None:
-            entry[1].append(reviewer_id)
-        if labels not in _EMPTY_LABELS:
-            value = parsed.get(labels)
-            if value is None:
-                value = orjson.loads(labels)
-                value = value if isinstance(value, dict) else {}
-                if len(parsed) < 1000:  # rubric answers repeat: parse each distinct text once
-                    parsed[labels] = value
-            entry[2].update(value)
+        step_id = row[0]
+        if step_id == previous:
+            several.setdefault(len(entries) - 1, [first]).append(row)
+            continue
+        previous, first = step_id, row
+        reviewer_id, labels = row[-2], row[-1]
+        entries.append(
+            (
+                row,
+                [reviewer_id] if reviewer_id is not None else [],
+                dict(_labels(labels, parsed)) if labels not in _EMPTY_LABELS else {},
+                attachments.get(step_id, []),
+            )
+        )
+    for at, group in several.items():
+        group.sort(key=_review_id)
+        merged: dict[str, Any] = {}
+        for row in group:  # later reviews win
+            if row[-1] not in _EMPTY_LABELS:
+                merged.update(_labels(row[-1], parsed))
+        entries[at] = (entries[at][0], [row[-2] for row in group if row[-2] is not None], merged, entries[at][3])
     return entries
+
+
+def _review_id(row: tuple[Any, ...]) -> int:
+    return row[-3]
+
+
+def _labels(text: str, parsed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A review's rubric answers from their JSON text (shared: copy before changing)."""
+    value = parsed.get(text)
+    if value is None:
+        value = orjson.loads(text)
+        value = value if isinstance(value, dict) else {}
+        if len(parsed) < 1000:  # rubric answers repeat: parse each distinct text once
+            parsed[text] = value
+    return value
 
 
 Fetch = Callable[[], list[tuple[Any, ...]]]
 
 
 def _step_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[StepEntry]]:
-    """Rows of STEP_FIELDS (ordered by step id, then review id) as chunks of step entries
+    """Rows of STEP_FIELDS (ordered by step id) as chunks of step entries
     (`_grouped`: a step's rows never straddle two chunks), with their attachments (one range
     query per chunk)."""
     carry: list[tuple[Any, ...]] = []  # the rows of the last step seen: more may follow
@@ -393,16 +418,22 @@ def step_cases(
         review_labels_text=Cast("decision__item__reviews__labels", TextField()),
     )
     first, stop = ids
+    # A slice's range is also put on the decisions when every step has one: PostgreSQL merges
+    # the steps with the decisions in step order, and would otherwise read the decisions from
+    # the very first step's on, not from the slice's first.
+    all_decided = not filters.get("include_auto_approved")
     if first is not None:
-        qs = qs.filter(id__gte=first)
+        qs = qs.filter(id__gte=first, **({"decision__step_id__gte": first} if all_decided else {}))
     if stop is not None:
-        qs = qs.filter(id__lt=stop)
+        qs = qs.filter(id__lt=stop, **({"decision__step_id__lt": stop} if all_decided else {}))
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
-    qs = qs.values_list(*STEP_FIELDS).order_by("id", "decision__item__reviews__id")
+    # By step id alone: `_grouped` puts a step's reviews in order (sorting every row by review
+    # id too cost PostgreSQL a sort of the wide rows).
+    qs = qs.values_list(*STEP_FIELDS).order_by("id")
     for entries in _stream_chunks(qs, _step_chunks, read_ahead=read_ahead):
         for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
-             item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _) = row  # fmt: skip
+             item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _, _) = row  # fmt: skip
             messages, tools = normalize_input(orjson.loads(input_text) if input_text is not None else None)
             original = normalize_output(orjson.loads(output_text) if output_text is not None else None)
             if status == CORRECTED:

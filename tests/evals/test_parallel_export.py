@@ -4,7 +4,10 @@ skips, redactions and images included; a failing worker leaves no files behind."
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +51,7 @@ def export(tmp_path: Path, name: str, workers: int, **kwargs):
 
 @pytest.mark.parametrize("name", ["openai-sft", "openai-dpo", "jsonl", "trl-sft"])
 def test_a_parallel_export_writes_the_serial_bytes(duplicated, tmp_path, monkeypatch, name):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     serial, expected = export(tmp_path, name, 1)
     assert expected.workers == [] and expected.duplicates_removed == len(COPIES) + 1  # and the corpus's own
     if name in ("openai-sft", "jsonl"):
@@ -56,7 +59,8 @@ def test_a_parallel_export_writes_the_serial_bytes(duplicated, tmp_path, monkeyp
     steps = selectors.decided_steps(filters={}).count()
     for workers in (2, 3, 5, steps):
         out, result = export(tmp_path, name, workers)
-        assert len(result.workers) == workers - 1
+        assert len(result.workers) == workers  # each slice a few ids: more slices than workers
+        assert sum(worker["cases_read"] for worker in result.workers) == result.cases_read
         assert out.read_bytes() == serial.read_bytes()
         manifest = out.with_name("data.manifest.jsonl")
         assert manifest.read_bytes() == serial.with_name("data.manifest.jsonl").read_bytes()
@@ -65,17 +69,17 @@ def test_a_parallel_export_writes_the_serial_bytes(duplicated, tmp_path, monkeyp
 
 
 def test_a_split_and_auto_approved_steps_export_the_same_in_parallel(duplicated, tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     kwargs = {"split": "train", "filters": {"include_auto_approved": True}}
     serial, _ = export(tmp_path, "jsonl", 1, **kwargs)
     out, result = export(tmp_path, "jsonl", 4, **kwargs)
-    assert len(result.workers) == 3
+    assert len(result.workers) == 4
     assert out.read_bytes() == serial.read_bytes()
     assert out.with_name("data.manifest.jsonl").read_bytes() == serial.with_name("data.manifest.jsonl").read_bytes()
 
 
 def test_progress_counts_every_process_and_ends_with_the_totals(duplicated, tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     monkeypatch.setattr("evals.exporting.PROGRESS_EVERY", 2)
     reports: list[tuple[int, int]] = []
     _, result = export(tmp_path, "jsonl", 3, progress=lambda read, rows: reports.append((read, rows)))
@@ -84,18 +88,18 @@ def test_progress_counts_every_process_and_ends_with_the_totals(duplicated, tmp_
 
 
 def test_small_exports_stay_serial(duplicated, tmp_path):
-    _, result = export(tmp_path, "jsonl", 4)  # fewer than MIN_STEPS_PER_WORKER steps a worker
+    _, result = export(tmp_path, "jsonl", 4)  # fewer than MIN_STEPS_PER_SLICE steps a worker
     assert result.workers == []
 
 
 def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     real = selectors.step_cases
 
     def failing_in_workers(**kwargs):
         first, _ = kwargs.get("ids", (None, None))
-        for number, case in enumerate(real(**kwargs)):
-            if first is not None and number == 2:
+        for case in real(**kwargs):
+            if first is not None:  # the first case of any slice but the first
                 raise RuntimeError("disk on fire")
             yield case
 
@@ -103,6 +107,39 @@ def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_p
     with pytest.raises(parallel.ExportWorkerError, match="disk on fire"):
         export(tmp_path, "openai-sft", 3)
     assert list((tmp_path / "openai-sft-3").iterdir()) == []
+
+
+def test_a_killed_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
+    real = selectors.step_cases
+
+    def killed_in_a_later_slice(**kwargs):
+        first, _ = kwargs.get("ids", (None, None))
+        for case in real(**kwargs):
+            if first is not None:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield case
+
+    monkeypatch.setattr(selectors, "step_cases", killed_in_a_later_slice)
+    with pytest.raises(parallel.ExportWorkerError, match="failed"):
+        export(tmp_path, "jsonl", 3)
+    assert list((tmp_path / "jsonl-3").iterdir()) == []
+
+
+def test_slices_that_end_out_of_order_are_appended_in_order(duplicated, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
+    serial, _ = export(tmp_path, "jsonl", 1)
+    real = selectors.step_cases
+
+    def first_slice_last(**kwargs):
+        if kwargs.get("ids", (None, None))[0] is None:
+            time.sleep(1.5)  # the other workers export every later slice meanwhile
+        yield from real(**kwargs)
+
+    monkeypatch.setattr(selectors, "step_cases", first_slice_last)
+    out, _ = export(tmp_path, "jsonl", 3)
+    assert out.read_bytes() == serial.read_bytes()
+    assert out.with_name("data.manifest.jsonl").read_bytes() == serial.with_name("data.manifest.jsonl").read_bytes()
 
 
 def test_by_default_an_export_runs_on_one_process_more_than_the_cpus(settings, monkeypatch):
@@ -114,7 +151,7 @@ def test_by_default_an_export_runs_on_one_process_more_than_the_cpus(settings, m
 
 
 def test_the_processes_of_a_parallel_export_read_without_a_reader_thread(duplicated, tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_WORKER", 1)
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     monkeypatch.setattr("evals.exporting.PROGRESS_EVERY", 1)
     monkeypatch.setattr(selectors, "CHUNK", 1)  # a reader thread would still be reading ahead
     threads: set[str] = set()
@@ -123,7 +160,7 @@ def test_the_processes_of_a_parallel_export_read_without_a_reader_thread(duplica
         threads.update(t.name for t in threading.enumerate())
 
     _, result = export(tmp_path, "jsonl", 3, progress=watch)
-    assert len(result.workers) == 2 and "rq-export-reader" not in threads
+    assert len(result.workers) == 3 and "rq-export-reader" not in threads
     threads.clear()
     export(tmp_path, "openai-sft", 1, progress=watch)  # one process: the reader thread runs ahead
     assert "rq-export-reader" in threads

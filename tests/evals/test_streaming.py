@@ -44,6 +44,19 @@ def test_reviews_are_grouped_into_one_case_per_step(corpus, monkeypatch, chunk):
     assert all(c.reviewers == ["rev-ann"] for c in cases if c.step_id != step.pk and not c.auto)
 
 
+def test_a_steps_reviews_come_in_review_order_not_reviewer_order(corpus):
+    """The query orders by step alone; the reviews of a step come in the order of its index on
+    (item, reviewer). Reviewers created in the opposite order to their reviews tell them apart."""
+    step = corpus["refund-corrected"]
+    item_id = Decision.objects.get(step=step).item_id
+    early, late = UserFactory(username="rev-early-user"), UserFactory(username="rev-late-user")
+    Review.objects.create(item_id=item_id, reviewer=late, verdict="approve", labels={"tone": "late first"})
+    Review.objects.create(item_id=item_id, reviewer=early, verdict="approve", labels={"tone": "early last"})
+    case = next(c for c in selectors.step_cases(filters={}) if c.step_id == step.pk)
+    assert case.reviewers == ["rev-ann", "rev-late-user", "rev-early-user"]
+    assert case.labels["tone"] == "early last"
+
+
 def test_an_export_reads_the_same_with_any_chunk_size(corpus, monkeypatch, tmp_path):
     add_reviews(corpus["refund-corrected"], {"tone": "rude"})
     services.export_to_path(fmt_name="jsonl", out=tmp_path / "a.jsonl")
