@@ -77,12 +77,14 @@ class ExportResult:
 
 class _HashingFile:
     """A binary file that hashes what is written to it. Writes are gathered in a list and
-    hashed and written 1 MiB at a time (hashlib releases the GIL on large blocks). A worker's
-    part file (`hashed=False`) is neither hashed nor synced: the final file is."""
+    hashed and written 1 MiB at a time (hashlib releases the GIL on large blocks). An export's
+    files are synced when closed (`part=False`), and the data file is hashed (`hashed`); a
+    worker's part files (`part=True`) are neither hashed nor synced."""
 
-    def __init__(self, path: Path, *, hashed: bool = True) -> None:
+    def __init__(self, path: Path, *, hashed: bool = True, part: bool = False) -> None:
         self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.hash = hashlib.sha256() if hashed else None
+        self.hash = hashlib.sha256() if hashed and not part else None
+        self.synced = not part
         self.size = 0
         self.parts: list[bytes] = []
         self.pending = 0
@@ -105,7 +107,7 @@ class _HashingFile:
     def close(self) -> None:
         self.flush()
         self.file.flush()
-        if self.hash is not None:
+        if self.synced:
             os.fsync(self.file.fileno())
         self.file.close()
 
@@ -114,8 +116,8 @@ class _HashingFile:
 
 
 class JsonlWriter:
-    def __init__(self, path: Path, *, hashed: bool = True) -> None:
-        self.out = _HashingFile(path, hashed=hashed)
+    def __init__(self, path: Path, *, part: bool = False) -> None:
+        self.out = _HashingFile(path, part=part)
 
     def write(self, record: dict[str, Any]) -> None:
         out = self.out  # _HashingFile.write, inlined: this runs for every row
@@ -329,18 +331,20 @@ class ExportFiles:
         self.fmt, self.progress, self.part = fmt, progress, part
         self.ctx = ctx or ExportContext(out_dir=out.parent)
         self.result = ExportResult(path=out, manifest=manifest)
-        self.seen = SeenDigests() if dedupe else None
+        # A part is deduplicated when it is appended (`add_part`), which sees every slice's
+        # digests: the worker writing it only records them in its index.
+        self.seen = SeenDigests() if dedupe and part is None else None
         self.index: _PartIndex | None = None
         if part is None:
             self.data_path, self.manifest_path = temporary_path(out), temporary_path(manifest)
             self.writer = WRITERS[fmt.container](self.data_path)
-            self.manifest_out = _HashingFile(self.manifest_path)
+            self.manifest_out = _HashingFile(self.manifest_path, hashed=False)  # the data's hash is the export's
         else:
-            if fmt.container != "jsonl" or self.seen is None:
+            if fmt.container != "jsonl" or not dedupe:
                 raise ValueError("parts are for deduplicated jsonl exports")
             self.data_path, self.manifest_path = part.data, part.manifest
-            self.writer = JsonlWriter(part.data, hashed=False)
-            self.manifest_out = _HashingFile(part.manifest, hashed=False)
+            self.writer = JsonlWriter(part.data, part=True)
+            self.manifest_out = _HashingFile(part.manifest, part=True)
             self.index = _PartIndex(part.index, self.writer.out, self.manifest_out)
 
     def add_cases(self, cases: Iterable[Case], *, split: str = "all") -> None:
@@ -369,6 +373,8 @@ class ExportFiles:
                         if not seen.add(digest):
                             duplicates += 1
                             continue
+                    elif index is not None:
+                        digest = int(case.content_hash[:16], 16)
                     produced = records_fn(case, ctx)
                     if type(produced) is str:
                         skipped[produced] += 1

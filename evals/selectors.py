@@ -387,6 +387,20 @@ def _stream_chunks(
         yield from _run_ahead(stream) if read_ahead else stream
 
 
+def _exported_input(text: str | None, value: Any) -> str | None:
+    """The part of a step input's JSON text the redaction pre-check must scan. The input of a
+    step with tools is `{"messages": [...], "tools": [...]}`, and only the messages are ever
+    redacted, so the text before the first `"messages": [` is left out when the input is an
+    object with a message list: that first match is at or before its key's (PostgreSQL writes
+    the shorter "tools" key first), and what precedes it is the other keys' values, where no
+    exported message is. Any other input is scanned whole."""
+    if text is not None and type(value) is dict and type(value.get("messages")) is list:
+        cut = text.find('"messages": [')
+        if cut > 0:
+            return text[cut:]
+    return text
+
+
 def raw_content_hash(*parts: str | None) -> str:
     """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
     return hashlib.sha256("\x00".join([part or "" for part in parts]).encode()).hexdigest()
@@ -434,7 +448,8 @@ def step_cases(
         for row, reviewer_ids, labels, step_attachments in entries:
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _, _) = row  # fmt: skip
-            messages, tools = normalize_input(orjson.loads(input_text) if input_text is not None else None)
+            value = orjson.loads(input_text) if input_text is not None else None
+            messages, tools = normalize_input(value)
             original = normalize_output(orjson.loads(output_text) if output_text is not None else None)
             if status == CORRECTED:
                 expected = normalize_output(orjson.loads(decision_text) if decision_text is not None else None)
@@ -484,10 +499,11 @@ def step_cases(
                 None,  # version_id
                 digest,
             )
-            # An approval's decision output is the step's output: one scan of that text is enough.
-            other_text = decision_text if decision_text != output_text else None
-            if redactor is not None and redactor.may_contain(input_text, output_text, other_text, reason, labels):
-                redactor.redact_case(case)
+            if redactor is not None:
+                # An approval's decision output is the step's output: one scan of that text is enough.
+                other_text = decision_text if decision_text != output_text else None
+                if redactor.may_contain(_exported_input(input_text, value), output_text, other_text, reason, labels):
+                    redactor.redact_case(case)
             yield case
 
 

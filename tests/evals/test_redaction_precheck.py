@@ -13,7 +13,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evals.cases import normalize_input
 from evals.redaction import Redactor
+from evals.selectors import _exported_input
 
 PIECES = [
     *'abcXYZ019@.-+_ ()é中"\\/\n\t\r\b\x00\x01\u2028😀𝐀',
@@ -60,3 +62,43 @@ def test_a_phone_number_after_an_escaped_newline_or_tab_is_found():
 def test_text_without_pii_is_still_skipped():
     for text in ("Line one\nline two\tand a tab", "Order A12 shipped", 'He said \\"hi\\"', "C:\\new\\table"):
         assert not Redactor().may_contain(json.dumps(text), orjson.dumps({"content": text}).decode())
+
+
+def jsonb_text(value):
+    """PostgreSQL's jsonb text form: keys by length, then bytes; ", " and ": " separators."""
+
+    def ordered(v):
+        if isinstance(v, dict):
+            return {k: ordered(v[k]) for k in sorted(v, key=lambda k: (len(k.encode()), k.encode()))}
+        return [ordered(x) for x in v] if isinstance(v, list) else v
+
+    return json.dumps(ordered(value), ensure_ascii=False)
+
+
+STEP_KEYS = st.sampled_from(["messages", "tools", "content", "role", "model"])
+nested = st.recursive(
+    texts, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(STEP_KEYS, inner, max_size=3), max_leaves=8
+)
+step_inputs = nested | st.dictionaries(STEP_KEYS, nested, max_size=3)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=list(HealthCheck))
+@given(step_inputs, st.sampled_from(["jsonb", *sorted(ENCODINGS)]))
+def test_the_part_of_a_step_input_the_pre_check_skips_holds_no_exported_message(value, encoding):
+    """`_exported_input` leaves out what precedes the messages of an input with tools; whatever
+    the input, if its exported messages have something to redact, the pre-check says so."""
+    counts: Counter[str] = Counter()
+    Redactor().redact_value(normalize_input(value)[0], counts)
+    if counts:
+        raw = jsonb_text(value) if encoding == "jsonb" else ENCODINGS[encoding](value)
+        assert Redactor().may_contain(_exported_input(raw, value)), (value, raw, dict(counts))
+
+
+def test_the_tools_before_the_messages_are_not_scanned():
+    tools = [{"type": "function", "function": {"name": "mail", "description": "Mails ops@example.com"}}]
+    value = {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
+    raw = jsonb_text(value)
+    assert raw.startswith('{"tools": ') and Redactor().may_contain(raw)
+    assert not Redactor().may_contain(_exported_input(raw, value))
+    value["messages"][0]["content"] = "mail me at me@example.com"
+    assert Redactor().may_contain(_exported_input(jsonb_text(value), value))
