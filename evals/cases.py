@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -46,7 +47,7 @@ class Case:
     tags: list[str] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)
     confidence: float | None = None
-    decided_at: str | None = None
+    decided: datetime | None = None
     version_id: int | None = None
     content_hash: str = ""
     redactions: dict[str, int] = field(default_factory=dict)
@@ -54,6 +55,11 @@ class Case:
     @property
     def record_id(self) -> str:
         return f"rq-step-{self.step_id}"
+
+    @property
+    def decided_at(self) -> str | None:
+        """When the step was decided, in ISO 8601 (written only by the formats that show it)."""
+        return self.decided.isoformat() if self.decided is not None else None
 
 
 def split_for(step_id: int, test_ratio: float) -> str:
@@ -100,7 +106,7 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     return out
 
 
-_PLAIN_ROLES = frozenset(("system", "user", "assistant"))
+_PLAIN_ROLES = ("system", "user", "assistant")  # a tuple: a role may be any JSON, a list included
 _ASSISTANT_KEYS = ("role", "content", "tool_calls")
 _TOOL_KEYS = ("role", "content", "tool_call_id")
 _CALL_KEYS = ("id", "type", "function")
@@ -141,7 +147,9 @@ def normalize_message(message: Any) -> dict[str, Any]:
                 return message
     elif not isinstance(message, dict):
         return {"role": "user", "content": message if isinstance(message, str) else dumps(message)}
-    role = message.get("role") or "user"
+    role = message.get("role")
+    if type(role) is not str or not role:  # agents' output is untrusted: a role is a string here
+        role = "user"
     out: dict[str, Any] = {"role": role, "content": message.get("content")}
     if role == "assistant" and message.get("tool_calls"):
         out["tool_calls"] = _tool_calls(message["tool_calls"])

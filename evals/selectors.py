@@ -495,7 +495,7 @@ def step_cases(
                 tags,
                 step_attachments,
                 confidence,
-                decided.isoformat(),
+                decided,
                 None,  # version_id
                 digest,
             )
@@ -569,7 +569,7 @@ def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Reda
                 (loads(tags_text) if tags_text is not None else None) or [],
                 (loads(attachments_text) if attachments_text is not None else None) or [],
                 confidence,
-                decided_at.isoformat() if decided_at else None,
+                decided_at,
                 version_id,
                 digest,
             )

@@ -243,7 +243,7 @@ def _fill_version(version: DatasetVersion, *, progress: Callable[[int], None]) -
                 tags=case.tags,
                 attachments=case.attachments,
                 confidence=case.confidence,
-                decided_at=case.decided_at,
+                decided_at=case.decided,
                 split=case.split,
                 content_hash=case.content_hash,
             )

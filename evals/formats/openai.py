@@ -23,7 +23,7 @@ from evals.formats.base import (
 ROLES = {"system", "user", "assistant", "tool", "function"}
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_IMAGES = 64
-_PLAIN_KEYS, _PLAIN_ROLES = ("role", "content"), frozenset(("system", "user"))
+_PLAIN_KEYS, _PLAIN_ROLES = ("role", "content"), ("system", "user")
 _TOOL_KEYS = ("role", "content", "tool_call_id")
 
 
