@@ -217,33 +217,51 @@ class ParquetWriter:
 WRITERS = {"jsonl": JsonlWriter, "csv": CsvWriter, "parquet": ParquetWriter}
 
 
-def _manifest_body(case: Case) -> bytes:
-    """A manifest line without its start, `{"line":N,`: a worker writes these, and the line
-    numbers are put in front when its part is joined to the export (`ExportFiles.add_part`)."""
-    entry: dict[str, Any] = {
-        "id": case.record_id,
-        "step_id": case.step_id,
-        "item_id": case.item_id,
-        "agent": case.agent,
-        "queue": case.queue,
-        "reviewers": case.reviewers,
-        "verdict": case.verdict,
-        "auto": case.auto,
-        "split": case.split,
-        "dataset_version": case.version_id,
-        "content_hash": case.content_hash,
-    }
-    if case.redactions:
-        entry["redactions"] = case.redactions
-    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)[1:]
+class ManifestLines:
+    """An export's manifest lines. A line is `{"line":N,` and its body: the record's id, step,
+    item, agent, queue, reviewers, verdict, auto, split, dataset version, content hash and
+    redactions (if any). A worker writes bodies; the line numbers are put in front when its
+    part is joined to the export (`ExportFiles.add_part`). The run of fields from the agent to
+    the dataset version repeats from line to line, so each distinct run is serialised once."""
+
+    CACHED = 4096
+
+    def __init__(self) -> None:
+        self.middles: dict[tuple[Any, ...], bytes] = {}
+
+    def body(self, case: Case) -> bytes:
+        key = (case.agent, case.queue, tuple(case.reviewers), case.verdict, case.auto, case.split, case.version_id)
+        middle = self.middles.get(key)
+        if middle is None:
+            middle = orjson.dumps(
+                {
+                    "agent": case.agent,
+                    "queue": case.queue,
+                    "reviewers": case.reviewers,
+                    "verdict": case.verdict,
+                    "auto": case.auto,
+                    "split": case.split,
+                    "dataset_version": case.version_id,
+                }
+            )[1:-1]
+            if len(self.middles) < self.CACHED:
+                self.middles[key] = middle
+        redactions = b',"redactions":%s' % orjson.dumps(case.redactions) if case.redactions else b""
+        return b'"id":"rq-step-%d","step_id":%d,"item_id":%s,%s,"content_hash":%s%s}\n' % (
+            case.step_id,
+            case.step_id,
+            b"null" if case.item_id is None else b"%d" % case.item_id,
+            middle,
+            orjson.dumps(case.content_hash),
+            redactions,
+        )
+
+    def line(self, line: int, case: Case) -> bytes:
+        return numbered_line(line, self.body(case))
 
 
-def _manifest_line(line: int, case: Case) -> bytes:
-    return _numbered(line, _manifest_body(case))
-
-
-def _numbered(line: int, body: bytes) -> bytes:
-    """A manifest line from its body (`_manifest_body`) and its line number."""
+def numbered_line(line: int, body: bytes) -> bytes:
+    """A manifest line from its body (`ManifestLines.body`) and its line number."""
     return b'{"line":%d,%s' % (line, body)
 
 
@@ -334,6 +352,7 @@ class ExportFiles:
         # A part is deduplicated when it is appended (`add_part`), which sees every slice's
         # digests: the worker writing it only records them in its index.
         self.seen = SeenDigests() if dedupe and part is None else None
+        self.manifest_lines = ManifestLines()
         self.index: _PartIndex | None = None
         if part is None:
             self.data_path, self.manifest_path = temporary_path(out), temporary_path(manifest)
@@ -354,6 +373,7 @@ class ExportFiles:
         records_fn, write, write_manifest = self.fmt.records, self.writer.write, self.manifest_out.write
         skipped, splits, verdicts, redactions = result.skipped, result.splits, result.verdicts, result.redactions
         numbered = index is None
+        manifest_line, manifest_body = self.manifest_lines.line, self.manifest_lines.body
         cases_read, rows, duplicates = result.cases_read, result.rows, result.duplicates_removed
         digest = 0
         try:
@@ -384,7 +404,7 @@ class ExportFiles:
                     for record in produced:
                         write(record)
                         rows += 1
-                        write_manifest(_manifest_line(rows, case) if numbered else _manifest_body(case))
+                        write_manifest(manifest_line(rows, case) if numbered else manifest_body(case))
                     splits[case.split] += 1
                     verdicts[case.verdict] += 1
                     if case.redactions:
@@ -465,8 +485,8 @@ class ExportFiles:
             lines = manifest.read(lines_to - lines_from).split(b"\n")
             lines.pop()  # after the last newline
             first = self.result.rows + 1
-            numbered = [_numbered(n, line) for n, line in enumerate(lines, first)]
-            self.manifest_out.write(b"\n".join(numbered) + b"\n")
+            starts = map(b'{"line":%d,'.__mod__, range(first, first + len(lines)))  # as `numbered_line` does
+            self.manifest_out.write(b"\n".join(map(bytes.__add__, starts, lines)) + b"\n")
             self.result.rows += len(lines)
 
     def _uncount(self, outcome: tuple[int, str, str, str, dict[str, int]]) -> None:
