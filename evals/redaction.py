@@ -133,11 +133,16 @@ class Redactor:
         return self._hit("\n".join(texts))
 
     def _hit(self, text: str) -> bool:
-        """Whether any built-in pattern (validators included) matches. Byte-level triggers (an
-        @, 9 digits in a row once separators are dropped, a long token) decide cheaply whether
-        the regexes need to run at all; they run near the trigger, not over every text."""
+        """Whether any built-in pattern (validators included) matches a string in a raw JSON
+        text: `_matches` on the text with its escapes decoded."""
         if "\\" in text and _DECODED_ESCAPES.search(text):
             text = _ESCAPE.sub(_decoded, text)
+        return self._matches(text)
+
+    def _matches(self, text: str) -> bool:
+        """Whether any built-in pattern (validators included) matches `text`. Byte-level triggers
+        (an @, 9 digits in a row once separators are dropped, a long token) decide cheaply
+        whether the regexes need to run at all; they run near the trigger, not over every text."""
         raw = text.encode("utf-8", "surrogatepass")
         if b"@" in raw:
             email, _ = self._by_kind["email"]
@@ -159,6 +164,8 @@ class Redactor:
         return False
 
     def redact_text(self, text: str, counts: Counter[str]) -> str:
+        if not self.always_walk and not self._matches(text):  # most strings of a flagged step
+            return text
         for kind, pattern, check, placeholder in self.rules:
 
             def replace(

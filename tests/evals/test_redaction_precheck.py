@@ -102,3 +102,15 @@ def test_the_tools_before_the_messages_are_not_scanned():
     assert not Redactor().may_contain(_exported_input(raw, value))
     value["messages"][0]["content"] = "mail me at me@example.com"
     assert Redactor().may_contain(_exported_input(jsonb_text(value), value))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(texts)
+def test_a_string_the_walk_skips_is_one_no_pattern_redacts(text):
+    """`redact_text` leaves a string alone when no trigger is in it: the same result as running
+    every pattern over it."""
+    everything = Redactor()
+    everything.always_walk = True  # every pattern over every string, as with a dataset's own
+    counts, expected_counts = Counter(), Counter()
+    assert Redactor().redact_text(text, counts) == everything.redact_text(text, expected_counts)
+    assert counts == expected_counts
