@@ -44,7 +44,7 @@ from django.db import connection, connections, transaction
 from evals import selectors
 from evals.exporting import ExportFiles, ExportResult, Part, temporary_path, write_export
 from evals.formats import ExportContext, Format
-from evals.redaction import Redactor
+from evals.redaction import Redactor, load_triggers
 
 MIN_STEPS_PER_SLICE = 10_000
 MAX_SLICES = 4096  # their numbers must fit in a pipe's buffer (64 KiB on Linux): 16 KiB
@@ -121,6 +121,8 @@ def export_steps(
         bounds = [None, *starts, None]
         slices = list(zip(bounds[:-1], bounds[1:], strict=True))
         parts = [Part.beside(Path(out)) for _ in slices]
+        if redactor is not None:
+            load_triggers()
         shared = mmap.mmap(-1, _SLOT.size * len(slices))
         todo, todo_in = os.pipe()
         done, done_in = os.pipe()

@@ -394,7 +394,7 @@ def _exported_input(text: str | None, value: Any) -> str | None:
     object with a message list: that first match is at or before its key's (PostgreSQL writes
     the shorter "tools" key first), and what precedes it is the other keys' values, where no
     exported message is. Any other input is scanned whole."""
-    if text is not None and type(value) is dict and type(value.get("messages")) is list:
+    if text is not None and _messages_object(value):
         cut = text.find('"messages": [')
         if cut > 0:
             return text[cut:]
@@ -445,7 +445,9 @@ def step_cases(
     # id too cost PostgreSQL a sort of the wide rows).
     qs = qs.values_list(*STEP_FIELDS).order_by("id")
     for entries in _stream_chunks(qs, _step_chunks, read_ahead=read_ahead):
-        for row, reviewer_ids, labels, step_attachments in entries:
+        if redactor is not None:  # the chunk's pre-check, in one search (see _flagged_steps)
+            flagged, cuts = _flagged_steps(entries, redactor)
+        for number, (row, reviewer_ids, labels, step_attachments) in enumerate(entries):
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
              item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _, _) = row  # fmt: skip
             value = orjson.loads(input_text) if input_text is not None else None
@@ -499,12 +501,38 @@ def step_cases(
                 None,  # version_id
                 digest,
             )
-            if redactor is not None:
+            # The exact pre-check, for the steps the chunk's search flagged, and for any whose
+            # input it searched from a "messages" match that the parsed input does not vouch for.
+            if redactor is not None and (flagged[number] or (cuts[number] and not _messages_object(value))):
                 # An approval's decision output is the step's output: one scan of that text is enough.
                 other_text = decision_text if decision_text != output_text else None
                 if redactor.may_contain(_exported_input(input_text, value), output_text, other_text, reason, labels):
                     redactor.redact_case(case)
             yield case
+
+
+def _flagged_steps(entries: list[StepEntry], redactor: Redactor) -> tuple[list[bool], list[int]]:
+    """The redaction pre-check of a chunk of steps, before their cases are made: whether the
+    texts of each may hold something to redact (`Redactor.may_contain_rows`, one search for
+    the chunk), and where its input was searched from (0: all of it). The input is searched
+    from its first `"messages": [`, as `_exported_input` would; that holds only if the parsed
+    input is an object with a message list, which the caller checks (`_messages_object`)."""
+    inputs, cuts, outputs, corrections, reasons, labels = [], [], [], [], [], []
+    for row, _, merged, _ in entries:
+        text = row[4]
+        cut = text.find('"messages": [') if text is not None else -1
+        cut = cut if cut > 0 else 0
+        inputs.append(text[cut:] if cut else text)
+        cuts.append(cut)
+        outputs.append(row[5])
+        corrections.append(row[7])  # a correction's output (None for the other verdicts)
+        reasons.append(row[8])
+        labels.append(orjson.dumps(merged).decode() if merged else None)
+    return redactor.may_contain_rows([inputs, outputs, corrections, reasons, labels]), cuts
+
+
+def _messages_object(value: Any) -> bool:
+    return type(value) is dict and type(value.get("messages")) is list
 
 
 JSON_COLUMNS = ("messages", "tools", "expected", "rejected", "labels", "reviewers", "tags", "attachments")
@@ -544,7 +572,10 @@ def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Reda
     ).order_by("position")
     loads, version_id = orjson.loads, version.pk
     for rows in _stream_chunks(qs.values_list(*VERSION_FIELDS), _plain_chunks):
-        for row in rows:
+        if redactor is not None:  # the chunk's pre-check, in one search
+            columns = [[row[at] for row in rows] for at in (9, 11, 12, 8, 14)]  # messages ... labels
+            flagged = redactor.may_contain_rows(columns)
+        for number, row in enumerate(rows):
             (step_id, item_id, agent, queue, kind, name, verdict, auto, reason, messages_text, tools_text,
              expected_text, rejected_text, split_, labels_text, reviewers_text, tags_text, attachments_text,
              confidence, decided_at, digest) = row  # fmt: skip
@@ -573,8 +604,10 @@ def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Reda
                 version_id,
                 digest,
             )
-            if redactor is not None and redactor.may_contain(
-                messages_text, expected_text, rejected_text, reason, labels_text
+            if (
+                redactor is not None
+                and flagged[number]
+                and redactor.may_contain(messages_text, expected_text, rejected_text, reason, labels_text)
             ):
                 redactor.redact_case(case)
             yield case

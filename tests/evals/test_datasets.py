@@ -250,3 +250,18 @@ def test_an_empty_export_warns_in_plain_words(corpus, tmp_path):
     result = services.export_to_path(fmt_name="jsonl", out=tmp_path / "none.jsonl", filters={"agents": ["nobody"]})
     assert result.rows == 0 and result.warnings == ["jsonl needs at least 1 example per file; this one has 0"]
     assert (tmp_path / "none.jsonl").read_bytes() == b""
+
+
+@pytest.mark.parametrize("name", ["jsonl", "openai-sft"])
+def test_pii_before_a_nested_messages_key_is_redacted(corpus, tmp_path, name):
+    """The pre-check searches an input from its first `"messages": [`; when that is not the
+    input's own message list (here a nested one, after the PII), the step is still checked."""
+    agent = corpus["pii"].agent
+    value = {"a": "mail me at hidden.one@example.com", "zz": {"messages": [1]}}
+    ingest_steps(agent=agent, payloads=[{"external_id": "nested-messages", "kind": "llm", "input": value,
+                                         "output": "ok", "confidence": 0.995}])  # fmt: skip
+    out = tmp_path / f"{name}.jsonl"
+    services.export_to_path(fmt_name=name, out=out, filters={"include_auto_approved": True})
+    text = out.read_text()
+    assert "nested" in text or "zz" in text  # the step is in the export
+    assert "hidden.one@example.com" not in text and "[EMAIL]" in text

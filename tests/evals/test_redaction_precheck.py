@@ -52,6 +52,12 @@ def test_the_pre_check_never_skips_a_value_that_has_something_to_redact(value, e
         assert Redactor().may_contain(raw), (value, raw, dict(counts))
 
 
+def test_an_address_with_a_long_local_part_or_domain_is_found():
+    for text in ("a" + "5" * 80 + "user@example.com", "mail user@" + "b" * 300 + ".example.com now"):
+        assert "[EMAIL]" in Redactor().redact_text(text, Counter())
+        assert Redactor().may_contain(json.dumps(text)), text
+
+
 def test_a_phone_number_after_an_escaped_newline_or_tab_is_found():
     for text in ("Call me\n555-123-4567", "tab\t555-123-4567", "N°\t4111 1111 1111 1111", "é+1 555 123 4567"):
         counts: Counter[str] = Counter()
@@ -114,3 +120,45 @@ def test_a_string_the_walk_skips_is_one_no_pattern_redacts(text):
     counts, expected_counts = Counter(), Counter()
     assert Redactor().redact_text(text, counts) == everything.redact_text(text, expected_counts)
     assert counts == expected_counts
+
+
+raw_texts = texts | st.tuples(values, st.sampled_from(sorted(ENCODINGS))).map(lambda ve: ENCODINGS[ve[1]](ve[0]))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(raw_texts, st.none() | raw_texts), min_size=1, max_size=4))
+def test_the_chunk_pre_check_flags_every_row_the_exact_check_would(rows):
+    """`may_contain_rows` searches TRIGGERS over a chunk's texts, column by column, with Arrow's
+    RE2: it must flag every row whose texts the exact check (`may_contain`) says yes to."""
+    redactor = Redactor()
+    flagged = redactor.may_contain_rows([[a for a, _ in rows], [b for _, b in rows]])
+    assert len(flagged) == len(rows)
+    for (a, b), flag in zip(rows, flagged, strict=True):
+        assert flag or not redactor.may_contain(a, b), (a, b)
+
+
+def test_a_text_arrow_cannot_hold_is_flagged_for_the_exact_check():
+    lone = "\ud800 mail me at a@example.com"  # a lone surrogate has no UTF-8
+    assert Redactor().may_contain_rows([[lone, None], ["nothing here", "nor here"]]) == [True, False]
+
+
+SHORTEST = [
+    "sk-" + "a" * 16,  # api keys at their shortest
+    "ghp_" + "a" * 20,
+    "xoxb-" + "a" * 10,
+    "AKIA" + "A" * 16,
+    "AIza" + "a" * 35,
+    "Bearer " + "a" * 20,
+    "a@bc.de",
+    "4111 1111 1111 1111",
+    "555-123-4567",
+    "+1 555 123 4567",
+]
+
+
+def test_each_pattern_at_its_shortest_is_found_by_the_chunk_pre_check():
+    for text in SHORTEST:
+        counts: Counter[str] = Counter()
+        assert Redactor().redact_text(f"x {text} y", counts) != f"x {text} y", text  # a real match
+        raw = json.dumps({"content": f"x {text} y"})
+        assert Redactor().may_contain_rows([[raw, json.dumps("x\n" + text)]]) == [True, True], text
