@@ -94,24 +94,28 @@ def _decoded(match: re.Match[str]) -> str:
 TRIGGERS = r"@|xox|Bearer |[A-Za-z0-9_-]{19}|[0-9](?:[ ().+-]*[0-9]){8}|\\[ntrbfu/]"
 
 
-def _triggered(texts: list[str | None]) -> list[bool]:
-    """For each text, whether TRIGGERS finds something in it (None: no text, nothing found):
-    one search of them all with Arrow's RE2, a linear scan in C (Python's `re` tries the
-    pattern at every position)."""
+def _triggered(columns: list[list[Any]]) -> list[bool]:
+    """For each row of texts given as columns (None: no text), whether TRIGGERS finds something
+    in one of them: one search of each column with Arrow's RE2, a linear scan in C (Python's
+    `re` tries the pattern at every position)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    try:
-        array = pa.array(texts, pa.string())
-    except (UnicodeEncodeError, pa.ArrowException):  # a lone surrogate: no UTF-8 for Arrow
-        return [text is not None for text in texts]
-    return pc.fill_null(pc.match_substring_regex(array, TRIGGERS), False).to_pylist()
+    found = None
+    for column in columns:
+        try:
+            array = pa.array(column, pa.string())
+        except (UnicodeEncodeError, pa.ArrowException):  # a lone surrogate (no UTF-8), not text
+            array = pa.array([None if text is None else "@" for text in column], pa.string())  # flag them
+        matched = pc.match_substring_regex(array, TRIGGERS)
+        found = matched if found is None else pc.or_kleene(found, matched)
+    return pc.fill_null(found, False).to_pylist()
 
 
 def load_triggers() -> None:
     """Load Arrow's compute functions now, not at the first chunk: a parallel export does it
     before it forks its workers, which then share them (about 90 MiB of library pages)."""
-    _triggered(["@"])
+    _triggered([["@"]])
 
 
 PLACEHOLDER = {"email": "[EMAIL]", "api_key": "[API_KEY]", "card": "[CARD]", "phone": "[PHONE]"}
@@ -165,13 +169,9 @@ class Redactor:
         (`_triggered`). True where `may_contain` of the row's texts could be True; callers run
         that exact check on the rows flagged."""
         rows = len(columns[0]) if columns else 0
-        if self.always_walk:
+        if self.always_walk or not rows:
             return [True] * rows
-        found = [False] * rows
-        for column in columns:
-            texts = [t if t is None or type(t) is str else orjson.dumps(t).decode() for t in column]
-            found = [a or b for a, b in zip(found, _triggered(texts), strict=True)]
-        return found
+        return _triggered(columns)
 
     def _hit(self, text: str) -> bool:
         """Whether any built-in pattern (validators included) matches a string in a raw JSON

@@ -32,7 +32,9 @@ def full_record(case: Case, ctx: ExportContext) -> dict[str, Any]:
         "labels": dumps(case.labels),
         "tags": case.tags,
         "confidence": case.confidence,
-        "decided_at": case.decided_at,
+        # The datetime itself: orjson writes it in ISO 8601 as `Case.decided_at` has it (the
+        # flat formats take that text).
+        "decided_at": case.decided,
         "messages": case.messages,
         "tools": dumps(case.tools) if case.tools else None,
         "expected": case.expected,
@@ -50,6 +52,7 @@ JSON_COLUMNS = ("messages", "expected", "rejected")
 
 def flat_records(case: Case, ctx: ExportContext) -> list[dict[str, Any]] | str:
     record = full_record(case, ctx)
+    record["decided_at"] = case.decided_at
     for column in JSON_COLUMNS:
         record[column] = None if record[column] is None else dumps(record[column])
     return [record]

@@ -265,3 +265,22 @@ def test_pii_before_a_nested_messages_key_is_redacted(corpus, tmp_path, name):
     text = out.read_text()
     assert "nested" in text or "zz" in text  # the step is in the export
     assert "hidden.one@example.com" not in text and "[EMAIL]" in text
+
+
+def test_the_decision_time_is_written_in_iso_8601_in_every_tabular_format(corpus, tmp_path):
+    import csv
+
+    from reviewqueue.core.models import Step
+
+    services.export_to_path(fmt_name="jsonl", out=tmp_path / "a.jsonl")
+    services.export_to_path(fmt_name="csv", out=tmp_path / "a.csv")
+    written = {}
+    for line in (tmp_path / "a.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        written[record["step_id"]] = record["decided_at"]
+    assert written
+    for step_id, decided_at in written.items():
+        assert decided_at == Step.objects.get(pk=step_id).decision.decided_at.isoformat()
+    csv.field_size_limit(1 << 30)  # the corpus's huge output
+    with open(tmp_path / "a.csv", newline="") as rows:
+        assert {int(row["step_id"]): row["decided_at"] for row in csv.DictReader(rows)} == written
