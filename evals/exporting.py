@@ -35,6 +35,11 @@ from evals.formats.tabular import FLAT_COLUMNS
 PROGRESS_EVERY = 1000
 PARQUET_ROW_GROUP = 10_000
 WRITE_BLOCK = 1 << 20
+# An export's files are handed to the disk every WRITEBACK_EVERY bytes, and the pages written
+# back since are dropped from the page cache (`_HashingFile.flush`): an export of gigabytes
+# keeps a bounded page cache, reusing its pages, instead of filling memory with dirty pages
+# that the final fsync then writes all at once.
+WRITEBACK_EVERY = 64 << 20
 
 
 def manifest_path_for(out: Path) -> Path:
@@ -86,6 +91,7 @@ class _HashingFile:
         self.hash = hashlib.sha256() if hashed and not part else None
         self.synced = not part
         self.size = 0
+        self.advised = self.dropped = 0  # see flush
         self.parts: list[bytes] = []
         self.pending = 0
 
@@ -103,6 +109,12 @@ class _HashingFile:
         if self.hash is not None:
             self.hash.update(block)
         self.size += len(block)
+        if self.synced and self.size - self.advised >= WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
+            # Starts writing back what was written since the last call, and drops the pages
+            # before that, written back by now (DONTNEED leaves dirty pages where they are).
+            self.file.flush()
+            os.posix_fadvise(self.file.fileno(), self.dropped, self.size - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped, self.advised = self.advised, self.size
 
     def close(self) -> None:
         self.flush()

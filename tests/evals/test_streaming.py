@@ -5,12 +5,13 @@ code, which must give exactly what the general code gives."""
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from evals import selectors, services
+from evals import exporting, selectors, services
 from evals.cases import normalize_input, normalize_message, normalize_output, split_for
 from evals.exporting import write_export
 from evals.formats import get_format
@@ -166,3 +167,24 @@ def test_split_is_the_hash_ratio_rule(ratio):
         digest = hashlib.blake2b(b"rq-split:%d" % step_id, digest_size=8).digest()
         expected = "test" if int.from_bytes(digest, "big") / 2**64 < ratio else "train"
         assert split_for(step_id, ratio) == expected
+
+
+def test_handing_the_files_to_the_disk_as_they_grow_changes_no_byte(corpus, monkeypatch, tmp_path):
+    """`_HashingFile` drops written-back pages every WRITEBACK_EVERY bytes: with tiny blocks the
+    files and their hash are those of an export that never does."""
+    services.export_to_path(fmt_name="jsonl", out=tmp_path / "a.jsonl")
+    monkeypatch.setattr(exporting, "WRITE_BLOCK", 64)
+    monkeypatch.setattr(exporting, "WRITEBACK_EVERY", 128)
+    advised: list[int] = []
+    real = os.posix_fadvise
+
+    def advise(fd: int, start: int, length: int, advice: int) -> None:
+        advised.append(length)
+        real(fd, start, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    result = services.export_to_path(fmt_name="jsonl", out=tmp_path / "b.jsonl")
+    assert len(advised) > 10
+    for name in ("a.jsonl", "a.manifest.jsonl"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / name.replace("a.", "b.")).read_bytes()
+    assert result.sha256 == hashlib.sha256((tmp_path / "b.jsonl").read_bytes()).hexdigest()
