@@ -43,6 +43,7 @@ User = get_user_model()
 CHUNK = 2000
 HUMAN_VERDICTS = (StepStatus.APPROVED, StepStatus.CORRECTED, StepStatus.REJECTED)
 VERDICT_CHOICES = (*HUMAN_VERDICTS, AUTO_APPROVED)
+_TIMEOUT = str(DecisionMethod.TIMEOUT)  # plain text: compared once a row
 FILTER_KEYS = ("agents", "queues", "kinds", "verdicts", "labels", "tags", "since", "until", "include_auto_approved")
 LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_ -]{0,59}$")
 
@@ -460,14 +461,16 @@ def step_cases(
                 expected, rejected, target = None, original, output_text
             else:
                 expected, rejected, target = original, None, output_text
-            if reviewer_ids:
+            if len(reviewer_ids) == 1:
+                reviewers = [users[reviewer_ids[0]]]
+            elif reviewer_ids:
                 reviewers = [users[r] for r in reviewer_ids]
             else:
                 reviewers = [users[reviewer_id]] if reviewer_id is not None else []
             tags: list[str] = []
             if metadata_text and '"tags"' in metadata_text:
-                value = orjson.loads(metadata_text).get("tags")
-                tags = [t for t in value if isinstance(t, str)] if isinstance(value, list) else []
+                found = orjson.loads(metadata_text).get("tags")
+                tags = [t for t in found if isinstance(t, str)] if isinstance(found, list) else []
             digest = raw_content_hash(
                 input_text,
                 target,
@@ -485,7 +488,7 @@ def step_cases(
                 kind,
                 name,
                 status,  # verdict
-                status == StepStatus.AUTO_APPROVED or method == DecisionMethod.TIMEOUT,  # auto
+                status == AUTO_APPROVED or method == _TIMEOUT,  # auto
                 reason or "",
                 messages,
                 tools,
