@@ -92,7 +92,18 @@ def test_small_exports_stay_serial(duplicated, tmp_path):
     assert result.workers == []
 
 
-def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_path, monkeypatch):
+def disk_on_fire() -> None:
+    raise RuntimeError("disk on fire")
+
+
+def killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("fail", "message"), [(disk_on_fire, "disk on fire"), (killed, "exit status")])
+def test_a_worker_that_fails_or_is_killed_fails_the_export_and_leaves_no_files(
+    duplicated, tmp_path, monkeypatch, fail, message
+):
     monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
     real = selectors.step_cases
 
@@ -100,30 +111,13 @@ def test_a_failing_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_p
         first, _ = kwargs.get("ids", (None, None))
         for case in real(**kwargs):
             if first is not None:  # the first case of any slice but the first
-                raise RuntimeError("disk on fire")
+                fail()
             yield case
 
     monkeypatch.setattr(selectors, "step_cases", failing_in_workers)
-    with pytest.raises(parallel.ExportWorkerError, match="disk on fire"):
+    with pytest.raises(parallel.ExportWorkerError, match=message):
         export(tmp_path, "openai-sft", 3)
     assert list((tmp_path / "openai-sft-3").iterdir()) == []
-
-
-def test_a_killed_worker_fails_the_export_and_leaves_no_files(duplicated, tmp_path, monkeypatch):
-    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
-    real = selectors.step_cases
-
-    def killed_in_a_later_slice(**kwargs):
-        first, _ = kwargs.get("ids", (None, None))
-        for case in real(**kwargs):
-            if first is not None:
-                os.kill(os.getpid(), signal.SIGKILL)
-            yield case
-
-    monkeypatch.setattr(selectors, "step_cases", killed_in_a_later_slice)
-    with pytest.raises(parallel.ExportWorkerError, match="failed"):
-        export(tmp_path, "jsonl", 3)
-    assert list((tmp_path / "jsonl-3").iterdir()) == []
 
 
 def test_slices_that_end_out_of_order_are_appended_in_order(duplicated, tmp_path, monkeypatch):
