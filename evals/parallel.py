@@ -14,7 +14,8 @@ the slices are small and taken in order, the appending keeps pace with the worke
 is left to append once the last slice is done. All processes read one snapshot (the parent's
 REPEATABLE READ transaction, shared with `pg_export_snapshot()`), so the slices see the data
 one query would. Each worker reads its cursor in its own thread (`read_ahead=False`): the other
-processes keep the cores busy while one waits on PostgreSQL.
+processes keep the cores busy while one waits on PostgreSQL. A worker with no slice left waits
+until the parent has appended its parts (or has died) before it exits.
 
 Used on PostgreSQL without a connection pool (DB_POOL), for formats written as JSON lines,
 outside a transaction (the workers see only committed data) and with at least
@@ -126,6 +127,7 @@ def export_steps(
         shared = mmap.mmap(-1, _SLOT.size * len(slices))
         todo, todo_in = os.pipe()
         done, done_in = os.pipe()
+        held, hold = os.pipe()  # the parent holds `hold` open until it has appended every part
         os.write(todo_in, b"".join(_NUMBER.pack(number) for number in range(len(slices))))
         os.close(todo_in)  # a worker that reads nothing more is done
         parent = os.getpid()
@@ -140,6 +142,7 @@ def export_steps(
                     part.remove()
                 return True
 
+            os.close(hold)  # this worker's copy: only the parent's may keep `held` from its end
             while (number := os.read(todo, _NUMBER.size)) and not alone():
                 slot = _NUMBER.unpack(number)[0]
                 part = parts[slot]
@@ -161,6 +164,12 @@ def export_steps(
                 counts.update(pid=os.getpid(), peak_rss_kib=rss_kib("VmHWM"))
                 part.result.write_bytes(orjson.dumps(counts))
                 os.write(done_in, number)
+            # No slice left: stay until the parent has appended this worker's parts (it closes
+            # `hold`, having removed them) or has died (the kernel closes it, maybe before this
+            # worker has a new parent), and then leave nothing behind.
+            os.read(held, 1)
+            for part in mine:
+                part.remove()
 
         running: list[_Worker] = []
         files: ExportFiles | None = None
@@ -172,6 +181,8 @@ def export_steps(
             done_in = -1
             files = ExportFiles(fmt=fmt, out=out, manifest=manifest, ctx=ctx)
             _append_in_order(files, parts, done, running, shared, progress)
+            os.close(hold)  # every part is appended: the workers may go
+            hold = -1
             for worker in running:
                 _reap(worker, block=True)
             result = files.finish()
@@ -181,7 +192,7 @@ def export_steps(
                 files.discard()
             raise
         finally:
-            for fd in (todo, done, done_in):
+            for fd in (todo, done, done_in, held, hold):
                 if fd >= 0:
                     os.close(fd)
             for part in parts:

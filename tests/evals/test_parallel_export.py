@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evals import parallel, selectors, services
+from evals import exporting, parallel, selectors, services
 from evals.formats import get_format
 from reviewqueue.core.ingest import ingest_steps
 from reviewqueue.core.models import Step
@@ -158,3 +158,48 @@ def test_the_processes_of_a_parallel_export_read_without_a_reader_thread(duplica
     threads.clear()
     export(tmp_path, "openai-sft", 1, progress=watch)  # one process: the reader thread runs ahead
     assert "rq-export-reader" in threads
+
+
+PART_SUFFIXES = ("-data", "-manifest", "-index", "-result", "-error")
+
+
+def test_workers_whose_export_dies_remove_their_files_and_exit(duplicated, tmp_path, monkeypatch):
+    """The export's own process is killed mid-export: its workers notice (their parent changed),
+    remove every part file they wrote and exit. (The killed process's own temporary files are
+    removed when the export is retried: `remove_stale_parts`.)"""
+    monkeypatch.setattr(parallel, "MIN_STEPS_PER_SLICE", 1)
+    monkeypatch.setattr("evals.exporting.PROGRESS_EVERY", 1)
+    real = selectors.step_cases
+
+    def slow(**kwargs):
+        for case in real(**kwargs):
+            time.sleep(0.05)
+            yield case
+
+    monkeypatch.setattr(selectors, "step_cases", slow)
+    # The export's process appends nothing: the workers finish every slice and wait for it.
+    monkeypatch.setattr(exporting.ExportFiles, "add_part", lambda *args: time.sleep(60))
+    out = tmp_path / "killed" / "data.jsonl"
+    out.parent.mkdir()
+    child = os.fork()
+    if child == 0:  # the export's own process, killed below
+        try:
+            parallel._reconnect()
+            services.export_to_path(fmt_name="jsonl", out=out, workers=3)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 20
+    while not any(".part-" in p.name for p in out.parent.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(".part-" in p.name for p in out.parent.iterdir()), "the workers never started"
+    time.sleep(2)  # every slice done: the workers wait for their parts to be appended
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+
+    def parts() -> list[str]:  # the workers' files (the killed process's own are cleaned on retry)
+        return [p.name for p in out.parent.iterdir() if p.name.endswith(PART_SUFFIXES)]
+
+    while parts() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert parts() == [], sorted(p.name for p in out.parent.iterdir())
+    assert not out.exists()
