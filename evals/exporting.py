@@ -274,7 +274,10 @@ class ManifestLines:
 
 def numbered_line(line: int, body: bytes) -> bytes:
     """A manifest line from its body (`ManifestLines.body`) and its line number."""
-    return b'{"line":%d,%s' % (line, body)
+    return _LINE_START % line + body
+
+
+_LINE_START = b'{"line":%d,'  # a manifest line's start, before its body
 
 
 def temporary_path(path: Path, suffix: str = "") -> Path:
@@ -400,13 +403,11 @@ class ExportFiles:
                         progress(cases_read, rows)
                     if split != "all" and case.split != split:
                         continue
-                    if seen is not None:
+                    if seen is not None or index is not None:
                         digest = int(case.content_hash[:16], 16)
-                        if not seen.add(digest):
+                        if seen is not None and not seen.add(digest):
                             duplicates += 1
                             continue
-                    elif index is not None:
-                        digest = int(case.content_hash[:16], 16)
                     produced = records_fn(case, ctx)
                     if type(produced) is str:
                         skipped[produced] += 1
@@ -497,7 +498,7 @@ class ExportFiles:
             lines = manifest.read(lines_to - lines_from).split(b"\n")
             lines.pop()  # after the last newline
             first = self.result.rows + 1
-            starts = map(b'{"line":%d,'.__mod__, range(first, first + len(lines)))  # as `numbered_line` does
+            starts = map(_LINE_START.__mod__, range(first, first + len(lines)))
             self.manifest_out.write(b"\n".join(map(bytes.__add__, starts, lines)) + b"\n")
             self.result.rows += len(lines)
 

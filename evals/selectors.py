@@ -395,11 +395,14 @@ def _exported_input(text: str | None, value: Any) -> str | None:
     object with a message list: that first match is at or before its key's (PostgreSQL writes
     the shorter "tools" key first), and what precedes it is the other keys' values, where no
     exported message is. Any other input is scanned whole."""
-    if text is not None and _messages_object(value):
-        cut = text.find('"messages": [')
-        if cut > 0:
-            return text[cut:]
-    return text
+    cut = _messages_cut(text) if _messages_object(value) else 0
+    return text[cut:] if cut else text
+
+
+def _messages_cut(text: str | None) -> int:
+    """Where the first `"messages": [` of an input's JSON text starts (0: none, or at 0)."""
+    cut = text.find('"messages": [') if text is not None else -1
+    return cut if cut > 0 else 0
 
 
 def raw_content_hash(*parts: str | None) -> str:
@@ -461,9 +464,7 @@ def step_cases(
                 expected, rejected, target = None, original, output_text
             else:
                 expected, rejected, target = original, None, output_text
-            if len(reviewer_ids) == 1:
-                reviewers = [users[reviewer_ids[0]]]
-            elif reviewer_ids:
+            if reviewer_ids:
                 reviewers = [users[r] for r in reviewer_ids]
             else:
                 reviewers = [users[reviewer_id]] if reviewer_id is not None else []
@@ -523,8 +524,7 @@ def _flagged_steps(entries: list[StepEntry], redactor: Redactor) -> tuple[list[b
     inputs, cuts, outputs, corrections, reasons, labels = [], [], [], [], [], []
     for row, _, merged, _ in entries:
         text = row[4]
-        cut = text.find('"messages": [') if text is not None else -1
-        cut = cut if cut > 0 else 0
+        cut = _messages_cut(text)
         inputs.append(text[cut:] if cut else text)
         cuts.append(cut)
         outputs.append(row[5])
@@ -564,6 +564,12 @@ VERSION_FIELDS = (
 )
 
 
+# The fields of a frozen case the redaction pre-check reads (positions in VERSION_FIELDS).
+_CHECKED_VERSION_FIELDS = tuple(
+    VERSION_FIELDS.index(name) for name in ("messages_text", "expected_text", "rejected_text", "reason", "labels_text")
+)
+
+
 def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Redactor | None = None) -> Iterator[Case]:
     """The frozen cases of a version, in order, redacted if a redactor is given. JSON columns
     are read as text and parsed with orjson (as `step_cases` does)."""
@@ -576,7 +582,7 @@ def version_cases(*, version: DatasetVersion, split: str = "all", redactor: Reda
     loads, version_id = orjson.loads, version.pk
     for rows in _stream_chunks(qs.values_list(*VERSION_FIELDS), _plain_chunks):
         if redactor is not None:  # the chunk's pre-check, in one search
-            columns = [[row[at] for row in rows] for at in (9, 11, 12, 8, 14)]  # messages ... labels
+            columns = [[row[at] for row in rows] for at in _CHECKED_VERSION_FIELDS]
             flagged = redactor.may_contain_rows(columns)
         for number, row in enumerate(rows):
             (step_id, item_id, agent, queue, kind, name, verdict, auto, reason, messages_text, tools_text,
