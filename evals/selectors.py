@@ -406,7 +406,8 @@ def _messages_cut(text: str | None) -> int:
 
 
 def raw_content_hash(*parts: str | None) -> str:
-    """The content hash from the stored JSON texts (PostgreSQL's jsonb text is canonical)."""
+    """The content hash from the stored JSON texts (on PostgreSQL the canonical text jsonb
+    renders: a step's input and output are kept in that form, see WholeJSONField)."""
     return hashlib.sha256("\x00".join([part or "" for part in parts]).encode()).hexdigest()
 
 

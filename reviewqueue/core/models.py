@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from reviewqueue.core.fields import WholeJSONField
+
 
 class Agent(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -109,8 +111,9 @@ class Step(models.Model):
     parent_external_id = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=20, choices=StepKind.choices, default=StepKind.OTHER)
     name = models.CharField(max_length=200, blank=True)
-    input = models.JSONField(null=True, blank=True)
-    output = models.JSONField(null=True, blank=True)
+    # Stored as PostgreSQL `json`: read whole, never queried inside (see WholeJSONField).
+    input = WholeJSONField(null=True, blank=True)
+    output = WholeJSONField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     blocking = models.BooleanField(default=False)
