@@ -125,7 +125,8 @@ def create_export_fixtures(count: int) -> None:
             "step_id": "s.id",
             "item_id": "i.id",
             "verdict": status,
-            "output": f"CASE WHEN mod(g, 10) < 7 THEN s.output::jsonb WHEN mod(g, 10) < 9 THEN {corrected} ELSE NULL END",
+            # A decision's output is jsonb; a step's is json (WholeJSONField).
+            "output": f"CASE WHEN mod(g, 10) < 7 THEN s.output::jsonb WHEN mod(g, 10) < 9 THEN {corrected} END",
             "reason": "CASE WHEN mod(g, 10) = 9 THEN 'Wrong order status.' ELSE '' END",
             "reviewer_id": "%s",
             "method": "'single'",
