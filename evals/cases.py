@@ -66,8 +66,12 @@ def split_for(step_id: int, test_ratio: float) -> str:
     """Stable train/test side of a step: a hash of its id, so it never moves between versions.
     The side is "test" when int(digest) / 2**64 < test_ratio, decided by comparing the digest
     bytes with the first 8-byte value on the train side (same result, less work a row)."""
-    digest = hashlib.blake2b(b"rq-split:%d" % step_id, digest_size=8).digest()
-    return "test" if digest < _train_from(test_ratio) else "train"
+    digest = _SPLIT_HASH.copy()  # blake2b(b"rq-split:%d" % step_id): the prefix hashed once
+    digest.update(b"%d" % step_id)
+    return "test" if digest.digest() < _train_from(test_ratio) else "train"
+
+
+_SPLIT_HASH = hashlib.blake2b(b"rq-split:", digest_size=8)
 
 
 @lru_cache(maxsize=64)
