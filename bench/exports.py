@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from bench.db import insert_rows
 from bench.report import Figure
@@ -141,6 +141,22 @@ def create_export_fixtures(count: int) -> None:
         # after they were written: otherwise the first export pays for setting the new rows'
         # hint bits (writing the pages back) and, from the review tables on, measures that.
         cursor.execute("VACUUM (ANALYZE) core_step, review_reviewitem, review_review, review_decision, core_attachment")
+    settle_writes()
+
+
+def settle_writes() -> None:
+    """Have the fixture's writes on disk before anything is measured, as they would be long since
+    on a live system: a checkpoint (PostgreSQL's dirty buffers, written to the page cache) and a
+    sync (the page cache's gigabytes of dirty pages, which the kernel would otherwise write back,
+    on the same CPUs, during the first measurements)."""
+    started = time.monotonic()
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("CHECKPOINT")  # a superuser's (or pg_checkpoint's) right
+        except DatabaseError as exc:
+            print(f"bench:   no CHECKPOINT ({exc}); measuring with the fixture's buffers dirty", flush=True)
+    os.sync()
+    print(f"bench:   fixture's writes settled in {time.monotonic() - started:.1f}s", flush=True)
 
 
 # --- what runs in the subprocess -----------------------------------------------------------------
