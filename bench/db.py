@@ -45,7 +45,8 @@ def insert_rows(
     source: str = "",
     source_params: list | None = None,
 ) -> None:
-    """INSERT `count` rows with one `INSERT ... SELECT ... FROM generate_series(1, count) AS g`.
+    """INSERT `count` rows with one `INSERT ... SELECT ... FROM generate_series(1, count) AS g
+    ... ORDER BY g`.
 
     `columns` maps column names to SQL expressions, which may use `g` (the row number, 1..count)
     and %s placeholders filled from `params` in the order of `columns`. `source` adds joins
@@ -67,11 +68,16 @@ def insert_rows(
         names.append(field.column)
         expressions.append("%s")
         values.append(field.get_db_prep_save(field.get_default(), connection))
-    statement = "INSERT INTO {table} ({cols}) SELECT {exprs} FROM generate_series(1, %s) AS g {source}".format(
+    # ORDER BY g: rows get their ids in the order of g, as ids follow arrival on a live system
+    # (a step's review item is made as the step arrives, its reviews and decision after it).
+    # Without it a joined insert numbers its rows in the join's order, and the ids of a run of
+    # steps' items, reviews and decisions scatter over their tables, as they never do live.
+    statement = "INSERT INTO {table} ({cols}) SELECT {exprs} FROM generate_series(1, %s) AS g {source} {order}".format(
         table=connection.ops.quote_name(model._meta.db_table),
         cols=", ".join(connection.ops.quote_name(n) for n in names),
         exprs=", ".join(expressions),
         source=source,
+        order="ORDER BY g",
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, [*values, count, *(source_params or [])])
