@@ -1,10 +1,10 @@
 """Reads for datasets: which steps a filter chooses, and the cases they make, streamed.
 
-Live steps are read by one query (steps joined to their decision, item and reviews, a row per
-review) streamed in chunks of 2,000 (a psycopg server-side cursor on PostgreSQL, read ahead by
-a thread; Django's `iterator()` elsewhere) plus one attachments query per chunk; a frozen
-version's cases by `iterator()`. Both yield `Case`s one at a time: nothing holds all rows in
-memory."""
+Live steps are read by one query (steps joined to their decision, a row per step) streamed in
+chunks of 2,000 (a psycopg server-side cursor on PostgreSQL, read ahead by a thread; Django's
+`iterator()` elsewhere), plus three queries per chunk: its items' queues, their reviews, its
+attachments; all in one snapshot. A frozen version's cases come by `iterator()`. Both yield
+`Case`s one at a time: nothing holds all rows in memory."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from evals.cases import (
 from evals.models import DatasetVersion, EvalCase
 from evals.redaction import Redactor
 from reviewqueue.core.models import Agent, Attachment, Step, StepKind, StepStatus
-from reviewqueue.review.models import DecisionMethod, Queue, Review
+from reviewqueue.review.models import DecisionMethod, Queue, Review, ReviewItem
 
 User = get_user_model()
 CHUNK = 2000
@@ -179,14 +179,8 @@ STEP_FIELDS = (
     "decided",
     "confidence",
     "metadata_text",
-    # One row per review of the step's item (LEFT JOIN), grouped back into one entry per step
-    # by `_grouped`, which puts a step's reviews in review order: no per-chunk queries for
-    # queues, reviewers, labels.
-    "decision__item__queue_id",
-    "decision__item__reviews__id",
-    "decision__item__reviews__reviewer_id",
-    "review_labels_text",
 )
+_ITEM = STEP_FIELDS.index("decision__item_id")
 
 
 PREFETCH_CHUNKS = 2  # chunks the reading thread may run ahead (memory: ~2 x 2,000 rows)
@@ -273,46 +267,47 @@ def _attachments(cursor: Any, first: int, last: int) -> dict[int, list[dict[str,
     return found
 
 
-# A step's row, the ids of its item's reviewers in order, their rubric answers merged (later
-# reviews win), its attachments.
-StepEntry = tuple[tuple[Any, ...], list[int], dict[str, Any], list[dict[str, Any]]]
+# A step's row, its item's queue id, the ids of its item's reviewers in review order, their
+# rubric answers merged (later reviews win), its attachments.
+StepEntry = tuple[tuple[Any, ...], int | None, list[int], dict[str, Any], list[dict[str, Any]]]
 _EMPTY_LABELS = (None, "{}")
+# A chunk's items are read by the range of their ids when it holds at most SPREAD ids per item
+# (items are made as steps arrive, so a chunk's lie close together), else by their list.
+SPREAD = 4
 
 
-def _grouped(rows: list[tuple[Any, ...]], attachments: dict[int, list[dict[str, Any]]]) -> list[StepEntry]:
-    """One entry per step from rows that repeat a step once per review (rows in step order,
-    a step's reviews in any order: those of a step with several are put in review order)."""
-    entries: list[StepEntry] = []
-    parsed: dict[str, dict[str, Any]] = {}
-    several: dict[int, list[tuple[Any, ...]]] = {}  # entry index -> the rows of its step
-    previous = first = None
-    for row in rows:
-        step_id = row[0]
-        if step_id == previous:
-            several.setdefault(len(entries) - 1, [first]).append(row)
-            continue
-        previous, first = step_id, row
-        reviewer_id, labels = row[-2], row[-1]
-        entries.append(
-            (
-                row,
-                [reviewer_id] if reviewer_id is not None else [],
-                dict(_labels(labels, parsed)) if labels not in _EMPTY_LABELS else {},
-                attachments.get(step_id, []),
-            )
-        )
-    for at, group in several.items():
-        group.sort(key=_review_id)
-        merged: dict[str, Any] = {}
-        for row in group:  # later reviews win
-            if row[-1] not in _EMPTY_LABELS:
-                merged.update(_labels(row[-1], parsed))
-        entries[at] = (entries[at][0], [row[-2] for row in group if row[-2] is not None], merged, entries[at][3])
-    return entries
+def _items(cursor: Any, item_ids: list[int | None]) -> tuple[dict[int, int], dict[int, list[tuple[Any, ...]]]]:
+    """The queue of each item of a chunk's steps, and its reviews (item id, reviewer id, rubric
+    answers as JSON text) in review order: two queries a chunk, which read the items' and the
+    reviews' indexes in order. (Joined to each step's row instead, they took two index lookups a
+    row, and a step with several reviews repeated its wide row once per review.)"""
+    ids = sorted({item_id for item_id in item_ids if item_id is not None})
+    if not ids:
+        return {}, {}
+    where, params = _item_filter(ids)
+    item_key, queue = _column(ReviewItem, "id"), _column(ReviewItem, "queue")
+    cursor.execute(f"SELECT {item_key}, {queue} FROM {ReviewItem._meta.db_table} WHERE {item_key} {where}", params)
+    queues = dict(cursor.fetchall())
+    item, reviewer, labels = (_column(Review, name) for name in ("item", "reviewer", "labels"))
+    cursor.execute(
+        f"SELECT {item}, {reviewer}, CAST({labels} AS text) FROM {Review._meta.db_table}"
+        f" WHERE {item} {where} ORDER BY {item}, {_column(Review, 'id')}",
+        params,
+    )
+    reviews: dict[int, list[tuple[Any, ...]]] = {}
+    for review in cursor.fetchall():
+        reviews.setdefault(review[0], []).append(review)
+    return queues, reviews
 
 
-def _review_id(row: tuple[Any, ...]) -> int:
-    return row[-3]
+def _item_filter(ids: list[int]) -> tuple[str, list[Any]]:
+    """The condition on an item id that picks `ids` (sorted): their range, if it holds at most
+    SPREAD ids per item (its other items are read and left unused), else their list."""
+    if ids[-1] - ids[0] < SPREAD * len(ids):
+        return "BETWEEN %s AND %s", [ids[0], ids[-1]]
+    if connection.vendor == "postgresql":
+        return "= ANY(%s)", [ids]
+    return f"IN ({', '.join(['%s'] * len(ids))})", ids
 
 
 def _labels(text: str, parsed: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -330,23 +325,24 @@ Fetch = Callable[[], list[tuple[Any, ...]]]
 
 
 def _step_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[StepEntry]]:
-    """Rows of STEP_FIELDS (ordered by step id) as chunks of step entries
-    (`_grouped`: a step's rows never straddle two chunks), with their attachments (one range
-    query per chunk)."""
-    carry: list[tuple[Any, ...]] = []  # the rows of the last step seen: more may follow
-    while True:
-        chunk = fetch()
-        if not chunk:
-            break
-        rows = carry + chunk if carry else chunk
-        last, cut = rows[-1][0], len(rows)
-        while cut and rows[cut - 1][0] == last:
-            cut -= 1
-        carry, rows = rows[cut:], rows[:cut]
-        if rows:
-            yield _grouped(rows, _attachments(cursor, rows[0][0], rows[-1][0]))
-    if carry:
-        yield _grouped(carry, _attachments(cursor, carry[0][0], carry[-1][0]))
+    """Rows of STEP_FIELDS (one a step, in step id order) as chunks of step entries, with their
+    items' queues and reviews (`_items`) and their attachments (one range query a chunk)."""
+    parsed: dict[str, dict[str, Any]] = {}
+    none: list[tuple[Any, ...]] = []
+    while rows := fetch():
+        queues, reviews = _items(cursor, [row[_ITEM] for row in rows])
+        attachments = _attachments(cursor, rows[0][0], rows[-1][0])
+        entries: list[StepEntry] = []
+        for row in rows:
+            item_id = row[_ITEM]
+            found = reviews.get(item_id, none)
+            labels: dict[str, Any] = {}
+            for _, _, text in found:  # later reviews win
+                if text not in _EMPTY_LABELS:
+                    labels.update(_labels(text, parsed))
+            reviewer_ids = [review[1] for review in found if review[1] is not None]
+            entries.append((row, queues.get(item_id), reviewer_ids, labels, attachments.get(row[0], [])))
+        yield entries
 
 
 def _plain_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[tuple[Any, ...]]]:
@@ -365,8 +361,9 @@ def _stream_chunks(
     runs `chunks` ahead of the caller (`_run_ahead`), so the database's time overlaps the
     caller's work; it uses only the psycopg connection, never Django's (which is per thread).
     Without `read_ahead` (a parallel export: its processes keep the cores busy, and a second
-    thread per process only adds GIL hand-offs) the caller's thread reads. Elsewhere Django's
-    iterator(), read in the caller's thread."""
+    thread per process only adds GIL hand-offs) the caller's thread reads. Unless the caller
+    has a transaction of its own, the rows and the per-chunk queries read one snapshot
+    (REPEATABLE READ). Elsewhere Django's iterator(), read in the caller's thread."""
     if connection.vendor != "postgresql":
         iterator = qs.iterator(chunk_size=CHUNK)
         with connection.cursor() as cursor:
@@ -375,11 +372,14 @@ def _stream_chunks(
     sql, params = qs.query.sql_with_params()
     connection.ensure_connection()
     raw = connection.connection
+    own_transaction = not connection.in_atomic_block
     with (
         transaction.atomic(),
         raw.cursor(name=f"rq_export_{id(qs):x}", binary=True) as rows,
         raw.cursor() as cursor,
     ):
+        if own_transaction:  # one snapshot for the rows and each chunk's queries (else the caller's)
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         # JIT-compiling this plan costs more than it saves on a stream of simple rows (measured:
         # about 5% of the database's CPU time for a third of 1,000,000 steps).
         cursor.execute("SET LOCAL jit = off")
@@ -434,7 +434,6 @@ def step_cases(
         decision_output_text=SqlCase(When(status=CORRECTED, then=Cast("decision__output", TextField()))),
         metadata_text=Cast("metadata", TextField()),
         decided=Coalesce("decision__decided_at", "created_at"),  # auto-approved: when it arrived
-        review_labels_text=Cast("decision__item__reviews__labels", TextField()),
     )
     first, stop = ids
     # A slice's range is also put on the decisions when every step has one: PostgreSQL merges
@@ -446,15 +445,13 @@ def step_cases(
     if stop is not None:
         qs = qs.filter(id__lt=stop, **({"decision__step_id__lt": stop} if all_decided else {}))
     agents, queues, users = _Names(Agent, "name"), _Names(Queue, "slug"), _Names(User, "username")
-    # By step id alone: `_grouped` puts a step's reviews in order (sorting every row by review
-    # id too cost PostgreSQL a sort of the wide rows).
     qs = qs.values_list(*STEP_FIELDS).order_by("id")
     for entries in _stream_chunks(qs, _step_chunks, read_ahead=read_ahead):
         if redactor is not None:  # the chunk's pre-check, in one search (see _flagged_steps)
             flagged, cuts = _flagged_steps(entries, redactor)
-        for number, (row, reviewer_ids, labels, step_attachments) in enumerate(entries):
+        for number, (row, queue_id, reviewer_ids, labels, step_attachments) in enumerate(entries):
             (step_id, agent_id, kind, name, input_text, output_text, status, decision_text, reason, method,
-             item_id, reviewer_id, decided, confidence, metadata_text, queue_id, _, _, _) = row  # fmt: skip
+             item_id, reviewer_id, decided, confidence, metadata_text) = row  # fmt: skip
             value = orjson.loads(input_text) if input_text is not None else None
             messages, tools = normalize_input(value)
             original = normalize_output(orjson.loads(output_text) if output_text is not None else None)
@@ -523,7 +520,7 @@ def _flagged_steps(entries: list[StepEntry], redactor: Redactor) -> tuple[list[b
     from its first `"messages": [`, as `_exported_input` would; that holds only if the parsed
     input is an object with a message list, which the caller checks (`_messages_object`)."""
     inputs, cuts, outputs, corrections, reasons, labels = [], [], [], [], [], []
-    for row, _, merged, _ in entries:
+    for row, _, _, merged, _ in entries:
         text = row[4]
         cut = _messages_cut(text)
         inputs.append(text[cut:] if cut else text)

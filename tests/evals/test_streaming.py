@@ -1,6 +1,7 @@
-"""The streaming read behind exports: one query with a row per review grouped back into one case
-per step (also across chunk boundaries), the reader thread, and the fast paths of the per-row
-code, which must give exactly what the general code gives."""
+"""The streaming read behind exports: one query with a row per step, each chunk's items and
+reviews read by two more queries (by the range of their ids or by their list), the reader
+thread, and the fast paths of the per-row code, which must give exactly what the general code
+gives."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 
 from evals import exporting, selectors, services
 from evals.cases import normalize_input, normalize_message, normalize_output, split_for
@@ -32,7 +34,7 @@ def add_reviews(step, *labels: dict) -> list[str]:
 
 @pytest.mark.parametrize("chunk", [2000, 1, 2, 3])
 def test_reviews_are_grouped_into_one_case_per_step(corpus, monkeypatch, chunk):
-    monkeypatch.setattr(selectors, "CHUNK", chunk)  # small chunks: a step's rows straddle fetches
+    monkeypatch.setattr(selectors, "CHUNK", chunk)  # small chunks: each chunk reads its own reviews
     step = corpus["refund-corrected"]
     extra = add_reviews(step, {"tone": "rude", "helpful": "yes"}, {}, {"tone": "great"})
     cases = list(selectors.step_cases(filters={}))
@@ -46,8 +48,8 @@ def test_reviews_are_grouped_into_one_case_per_step(corpus, monkeypatch, chunk):
 
 
 def test_a_steps_reviews_come_in_review_order_not_reviewer_order(corpus):
-    """The query orders by step alone; the reviews of a step come in the order of its index on
-    (item, reviewer). Reviewers created in the opposite order to their reviews tell them apart."""
+    """A step's reviews are read by the index on (item, reviewer), and put in review order.
+    Reviewers created in the opposite order to their reviews tell the two orders apart."""
     step = corpus["refund-corrected"]
     item_id = Decision.objects.get(step=step).item_id
     early, late = UserFactory(username="rev-early-user"), UserFactory(username="rev-late-user")
@@ -64,6 +66,20 @@ def test_an_export_reads_the_same_with_any_chunk_size(corpus, monkeypatch, tmp_p
     monkeypatch.setattr(selectors, "CHUNK", 3)
     services.export_to_path(fmt_name="jsonl", out=tmp_path / "b.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("spread", [0, 10**9])  # by the list of item ids; by their range
+def test_items_read_by_range_or_by_list_give_the_same_export(corpus, monkeypatch, tmp_path, spread, on_postgres):
+    add_reviews(corpus["refund-corrected"], {"tone": "rude"}, {"helpful": "no"})
+    services.export_to_path(fmt_name="jsonl", out=tmp_path / "a.jsonl")
+    monkeypatch.setattr(selectors, "SPREAD", spread)
+    monkeypatch.setattr(selectors, "CHUNK", 4)
+    conditions: set[str] = set()
+    real = selectors._item_filter
+    monkeypatch.setattr(selectors, "_item_filter", lambda ids: conditions.add(real(ids)[0].split()[0]) or real(ids))
+    services.export_to_path(fmt_name="jsonl", out=tmp_path / "b.jsonl")
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert conditions == ({"BETWEEN"} if spread else {"=" if on_postgres else "IN"})
 
 
 def test_run_ahead_yields_in_order_raises_errors_and_stops_when_closed():
@@ -188,3 +204,30 @@ def test_handing_the_files_to_the_disk_as_they_grow_changes_no_byte(corpus, monk
     for name in ("a.jsonl", "a.manifest.jsonl"):
         assert (tmp_path / name).read_bytes() == (tmp_path / name.replace("a.", "b.")).read_bytes()
     assert result.sha256 == hashlib.sha256((tmp_path / "b.jsonl").read_bytes()).hexdigest()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_read_sees_its_steps_and_their_reviews_in_one_snapshot(corpus, monkeypatch):
+    """A review committed while an export reads (by another connection) is not in the export,
+    though the query that reads its step's reviews runs after the commit."""
+    monkeypatch.setattr(selectors, "CHUNK", 1)
+    last = selectors.decided_steps(filters={}).last()
+    item_id = Decision.objects.get(step=last).item_id
+    late = UserFactory(username="rev-too-late")
+    cases = selectors.step_cases(filters={}, read_ahead=False)
+    assert next(cases).step_id != last.pk
+
+    def review_now() -> None:
+        try:
+            Review.objects.create(item_id=item_id, reviewer=late, verdict="approve", labels={"tone": "late"})
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=review_now)
+    writer.start()
+    writer.join()
+    case = next(c for c in cases if c.step_id == last.pk)
+    cases.close()
+    assert "rev-too-late" not in case.reviewers and case.labels.get("tone") != "late"
+    assert Review.objects.filter(reviewer=late).exists()  # committed all along
