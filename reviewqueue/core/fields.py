@@ -14,7 +14,7 @@ class WholeJSONField(models.JSONField):
     of an export in the database), while `json` keeps the text it was given. Values are still
     sent as `jsonb` (Django's adapter) and converted by PostgreSQL's assignment cast, so the
     text kept is exactly what `jsonb` would render: keys in jsonb's order, no duplicates, the
-    same bytes as before. Reads come back as text, parsed as for jsonb (`json_as_text`). The
+    bytes a `jsonb` column gave. Reads come back as text, parsed as for jsonb (`json_as_text`). The
     jsonb-only lookups (`contains`, `has_key`) do not apply; key transforms do. On other
     databases it is a plain JSONField."""
 
