@@ -180,7 +180,11 @@ STEP_FIELDS = (
     "confidence",
     "metadata_text",
 )
-_ITEM = STEP_FIELDS.index("decision__item_id")
+# Columns of a step's row read by name outside step_cases' unpacking.
+_INPUT, _OUTPUT, _CORRECTION, _REASON, _ITEM = (
+    STEP_FIELDS.index(name)
+    for name in ("input_text", "output_text", "decision_output_text", "decision__reason", "decision__item_id")
+)
 
 
 PREFETCH_CHUNKS = 2  # chunks the reading thread may run ahead (memory: ~2 x 2,000 rows)
@@ -328,14 +332,13 @@ def _step_chunks(fetch: Fetch, cursor: Any) -> Iterator[list[StepEntry]]:
     """Rows of STEP_FIELDS (one a step, in step id order) as chunks of step entries, with their
     items' queues and reviews (`_items`) and their attachments (one range query a chunk)."""
     parsed: dict[str, dict[str, Any]] = {}
-    none: list[tuple[Any, ...]] = []
     while rows := fetch():
         queues, reviews = _items(cursor, [row[_ITEM] for row in rows])
         attachments = _attachments(cursor, rows[0][0], rows[-1][0])
         entries: list[StepEntry] = []
         for row in rows:
             item_id = row[_ITEM]
-            found = reviews.get(item_id, none)
+            found = reviews.get(item_id, ())
             labels: dict[str, Any] = {}
             for _, _, text in found:  # later reviews win
                 if text not in _EMPTY_LABELS:
@@ -521,13 +524,13 @@ def _flagged_steps(entries: list[StepEntry], redactor: Redactor) -> tuple[list[b
     input is an object with a message list, which the caller checks (`_messages_object`)."""
     inputs, cuts, outputs, corrections, reasons, labels = [], [], [], [], [], []
     for row, _, _, merged, _ in entries:
-        text = row[4]
+        text = row[_INPUT]
         cut = _messages_cut(text)
         inputs.append(text[cut:] if cut else text)
         cuts.append(cut)
-        outputs.append(row[5])
-        corrections.append(row[7])  # a correction's output (None for the other verdicts)
-        reasons.append(row[8])
+        outputs.append(row[_OUTPUT])
+        corrections.append(row[_CORRECTION])  # a correction's output (None for the other verdicts)
+        reasons.append(row[_REASON])
         labels.append(orjson.dumps(merged).decode() if merged else None)
     return redactor.may_contain_rows([inputs, outputs, corrections, reasons, labels]), cuts
 
