@@ -1,7 +1,9 @@
 """Wake agents waiting on a step (the long-poll of GET /api/v1/steps/{id}/decision), across processes.
 
-Publishing: after the transaction that decided (or escalated) a step commits, the review signals
-call `publish(step_id, event)`. The message travels by, in order of preference:
+Publishing: on the `postgres` transport the wake-up is a NOTIFY that goes with the transaction
+that decided (or escalated) the step (`publish_statement`), delivered at its commit; on the
+others the review signals call `publish(step_id, event)` after the commit. The message travels
+by, in order of preference:
 
 - Redis pub/sub, when `REDIS_URL` is set;
 - PostgreSQL `LISTEN/NOTIFY`, on PostgreSQL;
@@ -81,8 +83,8 @@ def publish_statement(step_id: int, event: str = DECIDED) -> rows.Statement | No
 
 
 def publish(step_id: int, event: str = DECIDED) -> None:
-    """Tell every waiter on `step_id`, in every process. Call it after the commit (the review
-    signals are sent from `transaction.on_commit`). Never raises: a lost wake-up costs the agent
+    """Tell every waiter on `step_id`, in every process. Call it after the commit
+    (`hooks.receivers`, from the review signals sent then). Never raises: a lost wake-up costs the agent
     at most its wait timeout, never a wrong answer."""
     payload = f"{event}:{step_id}"
     try:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from reviewqueue.core import audit, rows
@@ -791,7 +792,7 @@ def _decide(
         ),
     ]
     # What other apps write with a decision (the wake-up of waiting agents, webhook events).
-    theirs = [st for _, found in signals.step_deciding.send(sender=Decision, step_id=step.pk) for st in found or ()]
+    theirs = _statements(signals.step_deciding, sender=Decision, step_id=step.pk)
     # The decision's writes in one round trip on PostgreSQL (none reads another's result).
     rows.run(
         *saving,
@@ -801,12 +802,14 @@ def _decide(
         *audit.statements(events),
         *theirs,
     )
-    transaction.on_commit(
-        lambda: signals.step_decided.send(
-            sender=Decision, step_id=step.pk, decision_id=decision.pk, announced=bool(theirs)
-        )
-    )
+    transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
     return decision
+
+
+def _statements(signal: Signal, **kwargs: Any) -> list[rows.Statement]:
+    """Send a signal that is sent inside a transaction (review/signals.py): the statements its
+    receivers return, to run in that transaction."""
+    return [statement for _, found in signal.send(**kwargs) for statement in found or ()]
 
 
 def _escalate(item: ReviewItem, *, actor: User | None, now: datetime, reason: str) -> ReviewItem | None:
@@ -845,11 +848,9 @@ def _escalate(item: ReviewItem, *, actor: User | None, now: datetime, reason: st
             "queue": target.slug if copy else None,
         },
     )
-    transaction.on_commit(
-        lambda: signals.item_escalated.send(
-            sender=ReviewItem, item_id=item.pk, step_id=item.step_id, escalated_to_id=copy.pk if copy else None
-        )
-    )
+    escalation = {"item_id": item.pk, "step_id": item.step_id, "escalated_to_id": copy.pk if copy else None}
+    rows.run(*_statements(signals.item_escalating, sender=ReviewItem, **escalation))
+    transaction.on_commit(lambda: signals.item_escalated.send(sender=ReviewItem, **escalation))
     return copy
 
 
@@ -1327,6 +1328,7 @@ def _redecide(decision: Decision, *, item: ReviewItem, review: Review, actor: Us
     Step.objects.filter(pk=step.pk).update(status=status, updated_at=now)
     step.status = status
     audit.record("decision.amended", decision, actor=actor, before=before, after=_decision_state(decision))
+    rows.run(*_statements(signals.step_deciding, sender=Decision, step_id=step.pk))
     transaction.on_commit(lambda: signals.step_decided.send(sender=Decision, step_id=step.pk, decision_id=decision.pk))
 
 

@@ -1,12 +1,18 @@
 """Signals of the review services.
 
-`step_decided` and `item_escalated` are sent after the transaction that caused them commits;
-receivers (webhooks, long-poll wake-ups) get plain ids so they never act on uncommitted rows.
+Sent inside the transaction, after (or, for a decision, with) its writes: a receiver may return
+`rows.Statement`s, which run in that transaction (on PostgreSQL in the round trip of the
+decision's own writes), and whatever its statements' `returned` callbacks do happens in that
+transaction too. So what a receiver records (webhook events) is committed with the decision or
+escalation, or not at all.
 
-`step_deciding` is sent inside the deciding transaction, before the decision's writes run: a
-receiver may return `rows.Statement`s to run with them, in the same round trip (on PostgreSQL),
-and whatever its statements' `returned` callbacks do happens in that transaction too. When any
-receiver returned statements, `step_decided` is sent with `announced=True`.
+- `step_deciding`: a step is decided, or its decision amended.
+- `item_escalating`: an item is escalated.
+
+Sent after the transaction commits, with plain ids, for what must never act on uncommitted
+rows (waking agents through Redis or within this process):
+
+- `step_decided`, `item_escalated`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from django.dispatch import Signal
 
 # kwargs: step_id
 step_deciding = Signal()
-# kwargs: step_id, decision_id, announced
-step_decided = Signal()
 # kwargs: item_id, step_id, escalated_to_id (the new item in the escalation queue, or None)
+item_escalating = Signal()
+# kwargs: step_id, decision_id
+step_decided = Signal()
+# kwargs: item_id, step_id, escalated_to_id
 item_escalated = Signal()

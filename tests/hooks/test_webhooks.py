@@ -10,12 +10,13 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from django_q.conf import Conf
 from rest_framework.test import APIClient
 
 from reviewqueue.core.models import AuditEvent
+from reviewqueue.hooks import notify
 from reviewqueue.hooks.models import DeliveryStatus, Webhook, WebhookDelivery
 from reviewqueue.hooks.net import UnsafeTarget, check_url
 from reviewqueue.hooks.services import (
@@ -28,7 +29,7 @@ from reviewqueue.hooks.services import (
     step_webhooks,
     verify_signature,
 )
-from reviewqueue.review.services import claim_next_item, submit_review
+from reviewqueue.review.services import amend_review, claim_next_item, submit_review
 from tests.factories import AgentFactory, QueueFactory, ReviewItemFactory, StepFactory, UserFactory
 
 
@@ -390,40 +391,84 @@ def test_an_escalation_is_delivered_as_item_escalated(private_ok, sync_tasks, re
     assert event["data"]["item"]["queue"] == "q" and event["data"]["item"]["escalated_to"]["queue"] == "seniors"
 
 
+def _sql_log(into: list[str]):
+    def wrapper(execute, sql, params, many, context):
+        into.append(sql)
+        return execute(sql, params, many, context)
+
+    return wrapper
+
+
 @pytest.mark.django_db
-def test_the_wake_up_and_the_webhook_events_go_with_the_decisions_writes(
-    on_postgres, django_capture_on_commit_callbacks
+@pytest.mark.parametrize("cause", ["decide", "escalate", "amend"])
+@pytest.mark.parametrize("redis", [False, True], ids=["default-transport", "redis-transport"])
+def test_webhook_events_are_recorded_in_the_transaction_that_causes_them(
+    cause: str, redis: bool, on_postgres, settings, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
-    """On PostgreSQL the NOTIFY and the webhook read run in the decision's batch (one round trip,
-    the deciding transaction: the events are recorded before the commit); elsewhere after it."""
+    """A decision, an escalation and an amendment record their webhook event in their own
+    transaction, on every database and transport: should the process die right after the commit
+    (the on-commit callbacks never run), the event is stored and will be delivered. The wake-up
+    is a NOTIFY in that transaction on PostgreSQL's transport, else `publish` after the commit;
+    on PostgreSQL the webhooks are read in the decision's own batch."""
+    published: list[tuple[int, str]] = []
+    monkeypatch.setattr(notify, "publish", lambda step_id, event="decided": published.append((step_id, event)))
+    if redis:
+        settings.REDIS_URL = "redis://127.0.0.1:6379/15"  # `publish` is recorded above, not sent
     agent = AgentFactory(name="hooked")
-    hook = Webhook.objects.create(agent=agent, url="https://example.com/hook")
+    hook = Webhook.objects.create(
+        agent=agent, url="https://example.com/hook", events=["step.decided", "item.escalated"]
+    )
     alice = UserFactory(username="alice")
-    queue = QueueFactory(slug="q", members=[alice])
+    queue = QueueFactory(slug="q", members=[alice], escalation_queue=QueueFactory(slug="seniors"))
     item = ReviewItemFactory(queue=queue, step=StepFactory(agent=agent))
     claim_next_item(queue=queue, user=alice)
-    deciding: list[str] = []
+    if cause == "amend":
+        with django_capture_on_commit_callbacks(execute=True):
+            review = submit_review(item_id=item.pk, user=alice, verdict="approve")
+        WebhookDelivery.objects.all().delete()
+        published.clear()
+    in_transaction: list[str] = []
     after_commit: list[str] = []
-
-    def note(into: list[str]):
-        def wrapper(execute, sql, params, many, context):
-            into.append(sql)
-            return execute(sql, params, many, context)
-
-        return wrapper
-
-    with django_capture_on_commit_callbacks() as callbacks, connection.execute_wrapper(note(deciding)):
-        submit_review(item_id=item.pk, user=alice, verdict="approve")
-    in_transaction = list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True))
-    with connection.execute_wrapper(note(after_commit)):
-        for callback in callbacks:  # what runs after the commit: the step_decided signal
+    with django_capture_on_commit_callbacks() as callbacks, connection.execute_wrapper(_sql_log(in_transaction)):
+        if cause == "decide":
+            submit_review(item_id=item.pk, user=alice, verdict="approve")
+        elif cause == "escalate":
+            submit_review(item_id=item.pk, user=alice, verdict="escalate", reason="not sure")
+        else:
+            amend_review(review_id=review.pk, user=alice, verdict="reject", reason="wrong after all")
+    event = "item.escalated" if cause == "escalate" else "step.decided"
+    # The process could die here: the event is stored with the decision (or escalation).
+    assert list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True)) == [event]
+    assert published == []
+    with connection.execute_wrapper(_sql_log(after_commit)):
+        for callback in callbacks:  # what runs after the commit
             callback()
-    if on_postgres:
-        (batch,) = [sql for sql in deciding if "INSERT INTO review_decision" in sql]
-        assert "pg_notify" in batch and "FROM hooks_webhook" in batch
-        assert in_transaction == ["step.decided"]
-        assert not [sql for sql in after_commit if "pg_notify" in sql or "FROM hooks_webhook" in sql]
+    # After the commit only the delivery starts (a task for the django-q2 workers).
+    assert not [sql for sql in after_commit if "hooks_webhook" in sql]
+    wake = "escalated" if cause == "escalate" else "decided"
+    if on_postgres and not redis:
+        assert [sql for sql in in_transaction if "pg_notify" in sql] and published == []
     else:
-        assert in_transaction == [] and not [sql for sql in deciding + after_commit if "pg_notify" in sql]
-        assert [sql for sql in after_commit if "FROM hooks_webhook" in sql]
-    assert list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True)) == ["step.decided"]
+        assert not [sql for sql in in_transaction + after_commit if "pg_notify" in sql]
+        assert published == [(item.step_id, wake)]
+    if on_postgres and cause == "decide":
+        (batch,) = [sql for sql in in_transaction if "INSERT INTO review_decision" in sql]
+        assert "FROM hooks_webhook" in batch
+    assert list(WebhookDelivery.objects.filter(webhook=hook).values_list("event_type", flat=True)) == [event]
+
+
+@pytest.mark.django_db
+def test_an_escalation_rolled_back_leaves_no_webhook_event(on_postgres) -> None:
+    agent = AgentFactory(name="hooked")
+    Webhook.objects.create(agent=agent, url="https://example.com/hook", events=["item.escalated"])
+    alice = UserFactory(username="alice")
+    queue = QueueFactory(slug="q", members=[alice], escalation_queue=QueueFactory(slug="seniors"))
+    item = ReviewItemFactory(queue=queue, step=StepFactory(agent=agent))
+    claim_next_item(queue=queue, user=alice)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        submit_review(item_id=item.pk, user=alice, verdict="escalate", reason="not sure")
+        assert WebhookDelivery.objects.count() == 1  # recorded in the escalating transaction
+        raise RuntimeError("the caller's transaction fails after the escalation")
+    assert WebhookDelivery.objects.count() == 0
+    item.refresh_from_db()
+    assert item.status == "claimed"
