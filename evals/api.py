@@ -33,6 +33,8 @@ from evals.formats import NAMES, get_format
 from evals.models import Dataset, DatasetVersion, Export, ExportStatus
 from reviewqueue.api.pagination import NewestFirstPagination
 
+EXPORT_FIELDS = ("format", "split", "version", "dataset", "filters")  # POST /api/v1/exports
+
 
 def bad_request(errors: dict[str, list[str]]) -> Response:
     first = next(iter(errors.items()))
@@ -145,8 +147,11 @@ class ExportCreateView(APIView):
 
     @extend_schema(operation_id="exports_create", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
-        data = request.data if isinstance(request.data, dict) else {}
-        errors: dict[str, list[str]] = {}
+        data = request.data
+        if not isinstance(data, dict):
+            return bad_request({"body": ["must be a JSON object"]})
+        unknown = f"unknown field; expected: {', '.join(EXPORT_FIELDS)}"
+        errors: dict[str, list[str]] = {str(key): [unknown] for key in data if key not in EXPORT_FIELDS}
         fmt = data.get("format")
         try:
             get_format(fmt if isinstance(fmt, str) else "")

@@ -112,6 +112,8 @@ def clean_filters(data: Any) -> dict[str, Any]:
             continue
         if value is not None:
             clean[key] = value.isoformat()
+    if "since" in clean and "until" in clean and clean["since"] > clean["until"]:
+        errors["until"] = ["must not be before since"]
     include = data.get("include_auto_approved", False)
     if not isinstance(include, bool):
         errors["include_auto_approved"] = ["must be true or false"]

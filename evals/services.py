@@ -45,9 +45,15 @@ def export_root() -> Path:
     return Path(getattr(settings, "EXPORT_ROOT", Path(settings.MEDIA_ROOT).parent / "exports"))
 
 
+DATASET_FIELDS = ("name", "description", "filters", "test_ratio", "redact", "redaction_patterns")
+
+
 def _clean_dataset_data(data: dict[str, Any], dataset: Dataset | None) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     clean: dict[str, Any] = {}
+    for key in data:
+        if key not in DATASET_FIELDS:
+            errors[str(key)] = [f"unknown field; expected: {', '.join(DATASET_FIELDS)}"]
     if dataset is None or "name" in data:
         name = data.get("name")
         if not isinstance(name, str) or not name or len(name) > 100 or not all(c.isalnum() or c in "-_" for c in name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -35,3 +36,9 @@ def _summary(errors: Any) -> str:
     field = ".".join(p for p in path if p != "non_field_errors")
     message = str(node)
     return f"{field}: {message}" if field else message
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any path under /api/ that no endpoint matches: a 404 in the API's error shape, not the
+    site's HTML page (a client parsing JSON gets JSON)."""
+    return JsonResponse({"detail": f"no API endpoint at {request.path} (see /api/docs/)"}, status=404)

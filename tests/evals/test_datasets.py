@@ -149,7 +149,7 @@ def test_bad_dataset_input_is_refused_with_field_names(db):
 
 
 def test_filters_choose_steps(corpus, tmp_path):
-    from evals.selectors import clean_filters, decided_steps
+    from evals.selectors import FilterError, clean_filters, decided_steps
 
     def ids(**filters):
         return set(decided_steps(filters=clean_filters(filters)).values_list("external_id", flat=True))
@@ -160,6 +160,10 @@ def test_filters_choose_steps(corpus, tmp_path):
     assert ids(queues=["nope"]) == set()
     assert "auto" in ids(include_auto_approved=True) and "auto" not in ids()
     assert ids(since="2000-01-01") == ids() and ids(until="2000-01-01") == set()
+    assert ids(since="2000-01-01", until="2000-01-01") == set()  # one day: since is its start, until its end
+    with pytest.raises(FilterError) as exc:
+        clean_filters({"since": "2000-01-02", "until": "2000-01-01"})
+    assert exc.value.errors == {"until": ["must not be before since"]}
 
 
 def test_freezing_locks_the_included_decisions(corpus):

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from evals import services, tasks
 from evals.formats import REGISTRY
-from evals.models import Export, ExportStatus
+from evals.models import Dataset, Export, ExportStatus
 from tests.factories import UserFactory
 
 
@@ -181,7 +181,28 @@ def test_bad_export_requests_are_400_naming_the_field(staff):
     assert response.status_code == 400 and "split" in response.json()["errors"]
     response = client.post("/api/v1/datasets", {"name": "x", "test_ratio": -1}, format="json")
     assert response.status_code == 400 and "test_ratio" in response.json()["errors"]
-    assert Export.objects.count() == 0
+    # A misplaced or misspelt option is refused, not silently ignored (the export would differ).
+    response = client.post("/api/v1/exports", {"format": "jsonl", "include_auto_approved": True}, format="json")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("include_auto_approved: unknown field; expected: format, split")
+    response = client.post("/api/v1/datasets", {"name": "x", "ratio": 0.2}, format="json")
+    assert response.status_code == 400 and "ratio" in response.json()["errors"]
+    response = client.post("/api/v1/exports", [{"format": "jsonl"}], format="json")
+    assert response.status_code == 400 and response.json()["detail"] == "body: must be a JSON object"
+    response = client.post(
+        "/api/v1/exports", {"format": "jsonl", "filters": {"since": "2026-12-05", "until": "2026-12-01"}}, format="json"
+    )
+    assert response.status_code == 400 and response.json()["errors"]["filters.until"] == ["must not be before since"]
+    assert Export.objects.count() == 0 and not Dataset.objects.filter(name="x").exists()
+
+
+def test_unknown_api_paths_answer_404_in_json(staff):
+    client = client_for(staff)
+    for path in ("/api/v1/exports/abc", "/api/v1/nothing-here", "/api/v2/steps"):
+        response = client.get(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json"
+        assert response.json()["detail"] == f"no API endpoint at {path} (see /api/docs/)"
+    assert client.get("/api/v1/exports/999999").json()["detail"]  # a known path: DRF's own 404
 
 
 def test_exports_and_datasets_are_staff_only(db):
