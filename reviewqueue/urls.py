@@ -13,7 +13,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("reviewqueue.api.urls")),
-    re_path(r"^api/", not_found),  # after every API path: JSON, not the site's HTML page
+    re_path(r"^api/v1/", not_found),  # after every API path: JSON, not the site's HTML page
     path("v1/traces", otlp_traces, name="otlp-traces"),
     path("webhooks/", include("reviewqueue.hooks.urls")),
     path("datasets/", include("evals.urls")),

@@ -198,11 +198,12 @@ def test_bad_export_requests_are_400_naming_the_field(staff):
 
 def test_unknown_api_paths_answer_404_in_json(staff):
     client = client_for(staff)
-    for path in ("/api/v1/exports/abc", "/api/v1/nothing-here", "/api/v2/steps"):
+    for path in ("/api/v1/exports/abc", "/api/v1/nothing-here", "/api/v1/exports/"):
         response = client.get(path)
         assert response.status_code == 404 and response["Content-Type"] == "application/json"
         assert response.json()["detail"] == f"no API endpoint at {path} (see /api/docs/)"
     assert client.get("/api/v1/exports/999999").json()["detail"]  # a known path: DRF's own 404
+    assert client.get("/api/docs").status_code == 301  # outside /api/v1/, Django's slash redirect still works
 
 
 def test_exports_and_datasets_are_staff_only(db):
