@@ -280,6 +280,17 @@ def numbered_line(line: int, body: bytes) -> bytes:
 _LINE_START = b'{"line":%d,'  # a manifest line's start, before its body
 
 
+def check_targets(out: Path, manifest: Path | None = None) -> None:
+    """Raise ValueError, before anything is written, if an export could not be renamed into
+    place at `out` and its manifest (default: beside it)."""
+    manifest = manifest or manifest_path_for(out)
+    for path in (out, manifest):
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory: give the path of a file to write")
+    if out.resolve() == manifest.resolve():
+        raise ValueError(f"the data file and the manifest are both {out}")
+
+
 def temporary_path(path: Path, suffix: str = "") -> Path:
     """A hidden name beside `path` for a file being written (`remove_stale_parts` knows them)."""
     return path.with_name(f".{path.name}.part-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
@@ -359,6 +370,8 @@ class ExportFiles:
     ) -> None:
         out = Path(out)
         manifest = Path(manifest) if manifest else manifest_path_for(out)
+        if part is None:
+            check_targets(out, manifest)
         out.parent.mkdir(parents=True, exist_ok=True)
         manifest.parent.mkdir(parents=True, exist_ok=True)
         self.fmt, self.progress, self.part = fmt, progress, part

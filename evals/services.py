@@ -18,7 +18,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from evals import parallel, selectors
-from evals.exporting import ExportResult, manifest_path_for, remove_stale_parts, write_export
+from evals.exporting import ExportResult, check_targets, manifest_path_for, remove_stale_parts, write_export
 from evals.formats import ExportContext, get_format
 from evals.models import Dataset, DatasetVersion, EvalCase, Export, ExportStatus, VersionStatus
 from evals.redaction import RedactionError, Redactor, validate_patterns
@@ -305,6 +305,7 @@ def export_to_path(
     fmt = get_format(fmt_name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}")
+    check_targets(Path(out), Path(manifest) if manifest else None)
     if version is not None:
         # The dataset's current redaction settings (they may change after the freeze).
         redactor = redactor_for(Dataset.objects.get(pk=version.dataset_id)) if redact else None

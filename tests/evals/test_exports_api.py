@@ -260,10 +260,29 @@ def test_cli_exports_ad_hoc_and_datasets(corpus, tmp_path):
         "export_dataset", "--format", "trl-sft", "--out", str(version_out), "--version", version_id, stdout=StringIO()
     )
     assert version_out.read_text().count("\n") == 15
+    export = ["export_dataset", "--format", "jsonl", "--out"]
     with pytest.raises(CommandError, match="no dataset named"):
-        call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--dataset", "nope")
+        call_command(*export, str(auto), "--dataset", "nope")
     with pytest.raises(CommandError, match="bad filter"):
         call_command("export_dataset", "--format", "jsonl", "--out", str(auto), "--since", "yesterday")
+    with pytest.raises(CommandError, match="bad filter: until: must not be before since"):
+        call_command(*export, str(auto), "--since", "2026-02-01", "--until", "2026-01-31")
+
+
+def test_export_targets_that_cannot_be_written_are_refused_before_anything_is(corpus, tmp_path):
+    """`--out` naming a directory (or the manifest's own path) fails at once with a message, and
+    leaves nothing behind: before, the data file's final rename failed with a traceback after the
+    manifest had been renamed into place beside the directory."""
+    before = set(tmp_path.parent.iterdir()), set(tmp_path.iterdir())
+    export, out = ["export_dataset", "--format", "jsonl", "--out"], tmp_path / "a.jsonl"
+    with pytest.raises(CommandError, match=f"{tmp_path} is a directory: give the path of a file to write"):
+        call_command(*export, str(tmp_path), stdout=StringIO())
+    with pytest.raises(CommandError, match="the data file and the manifest are both"):
+        call_command(*export, str(out), "--manifest", str(out), stdout=StringIO())
+    (tmp_path / "m").mkdir()
+    with pytest.raises(CommandError, match="is a directory"):
+        call_command(*export, str(out), "--manifest", str(tmp_path / "m"), stdout=StringIO())
+    assert (set(tmp_path.parent.iterdir()), set(tmp_path.iterdir())) == (before[0], {*before[1], tmp_path / "m"})
 
 
 def test_admin_lists_datasets_versions_and_exports(corpus, admin_client):

@@ -84,16 +84,19 @@ class Command(BaseCommand):
         total = version.case_count if version else selectors.decided_steps(filters=filters).count()
         progress = Progress(total, sys.stderr)
         out = Path(options["out"])
-        result = services.export_to_path(
-            fmt_name=options["format"],
-            out=out,
-            version=version,
-            filters=filters,
-            split=options["split"],
-            redact=not options["no_redact"],
-            manifest=Path(options["manifest"]) if options["manifest"] else None,
-            progress=progress,
-        )
+        try:
+            result = services.export_to_path(
+                fmt_name=options["format"],
+                out=out,
+                version=version,
+                filters=filters,
+                split=options["split"],
+                redact=not options["no_redact"],
+                manifest=Path(options["manifest"]) if options["manifest"] else None,
+                progress=progress,
+            )
+        except (ValueError, OSError) as exc:  # a bad --out or --manifest, a full disk: nothing is left behind
+            raise CommandError(str(exc)) from None
         progress.finish()
         manifest = Path(options["manifest"]) if options["manifest"] else manifest_path_for(out)
         skipped = sum(result.skipped.values())
