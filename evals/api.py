@@ -291,7 +291,7 @@ class DatasetDetailView(APIView):
 
     @extend_schema(operation_id="datasets_destroy", responses={204: None})
     def delete(self, request: Request, name: str) -> Response:
-        get_object_or_404(Dataset, name=name).delete()
+        services.delete_dataset(dataset=get_object_or_404(Dataset, name=name), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

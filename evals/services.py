@@ -45,6 +45,11 @@ def export_root() -> Path:
     return Path(getattr(settings, "EXPORT_ROOT", Path(settings.MEDIA_ROOT).parent / "exports"))
 
 
+def export_directory(export_id: int) -> Path:
+    """Where an export's files are (under EXPORT_ROOT): its data file, manifest and images."""
+    return export_root() / str(export_id)
+
+
 DATASET_FIELDS = ("name", "description", "filters", "test_ratio", "redact", "redaction_patterns")
 
 
@@ -106,6 +111,20 @@ def save_dataset(*, data: dict[str, Any], actor: Any = None, dataset: Dataset | 
             dataset.save()
             audit.record("dataset.updated", dataset, actor=actor, after=clean)
     return dataset
+
+
+def delete_dataset(*, dataset: Dataset, actor: Any = None) -> None:
+    """Delete a dataset with its versions and their exports; the exports' files are removed
+    once the deletion commits (`evals.receivers`). Decisions stay locked against amendment
+    (`Decision.exported_at`): a deleted version may still be in someone's training run."""
+    with transaction.atomic():
+        before = {
+            "name": dataset.name,
+            "versions": dataset.versions.count(),
+            "exports": Export.objects.filter(version__dataset=dataset).count(),
+        }
+        audit.record("dataset.deleted", dataset, actor=actor, before=before)
+        dataset.delete()
 
 
 def redactor_for(dataset: Dataset | None) -> Redactor | None:
@@ -447,8 +466,8 @@ def run_export(*, export_id: int) -> Export | None:
     if export is None:
         return None
     fmt = get_format(export.format)
-    relative = Path(str(export.pk)) / f"export-{export.pk}-{export.format}.{fmt.extension}"
-    out = export_root() / relative
+    out = export_directory(export.pk) / f"export-{export.pk}-{export.format}.{fmt.extension}"
+    relative = out.relative_to(export_root())
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(out.parent)
     if export.version_id is not None:

@@ -8,6 +8,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.utils import timezone
 from django_q.models import OrmQ
 from rest_framework.test import APIClient
@@ -15,6 +16,7 @@ from rest_framework.test import APIClient
 from evals import services, tasks
 from evals.formats import REGISTRY
 from evals.models import Dataset, Export, ExportStatus
+from reviewqueue.core.models import AuditEvent
 from tests.factories import UserFactory
 
 
@@ -229,6 +231,31 @@ def test_dataset_api_crud(corpus, staff):
     assert client.get("/api/v1/datasets/refunds/versions/1").json()["number"] == 1
     assert client.get("/api/v1/datasets").json()["results"][0]["latest_version"]["number"] == 1
     assert client.delete("/api/v1/datasets/refunds").status_code == 204
+
+
+def test_deleting_a_dataset_removes_its_exports_files_once_committed(
+    corpus, staff, settings, django_capture_on_commit_callbacks
+):
+    client = client_for(staff)
+    client.post("/api/v1/datasets", {"name": "refunds"}, format="json")
+    freeze(client, "refunds")
+    kept, _ = services.create_export(fmt_name="jsonl", filters={}, enqueue=False)  # ad hoc: not the dataset's
+    version = Dataset.objects.get(name="refunds").versions.get()
+    exports = [services.create_export(fmt_name=f, version=version, enqueue=False)[0] for f in ("jsonl", "inspect")]
+    for export in (*exports, kept):
+        tasks.run_export(export.pk)
+    directories = [services.export_directory(e.pk) for e in exports]
+    assert all(d.is_dir() and any(d.iterdir()) for d in directories)
+    with pytest.raises(RuntimeError), transaction.atomic():  # rolled back: the files stay
+        services.delete_dataset(dataset=version.dataset, actor=staff)
+        raise RuntimeError("the deletion is rolled back")
+    assert all(d.is_dir() for d in directories)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete("/api/v1/datasets/refunds").status_code == 204
+    assert not any(d.exists() for d in directories)
+    assert services.export_directory(kept.pk).is_dir() and Export.objects.filter(pk=kept.pk).exists()
+    event = AuditEvent.objects.get(action="dataset.deleted")
+    assert event.before == {"name": "refunds", "versions": 1, "exports": 2} and event.actor_id == staff.pk
 
 
 def test_cli_exports_ad_hoc_and_datasets(corpus, tmp_path):
