@@ -23,6 +23,7 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from reviewqueue.review.models import Queue
+from reviewqueue.review.services import ReviewError, queue_state, save_queue
 from reviewqueue.routing.models import RoutingRule
 from reviewqueue.routing.services import create_rule, update_rule
 
@@ -88,32 +89,8 @@ def _flatten(detail: Any) -> str:
     return str(detail)
 
 
-def _service_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [DjangoValidationError, DRFValidationError, ValueError, TypeError]
-    try:
-        from reviewqueue.review.services import ReviewError
-
-        errors.append(ReviewError)
-    except ImportError:  # pragma: no cover - the review services are part of the project
-        pass
-    return tuple(errors)
-
-
-def queue_state(queue: Queue) -> dict[str, Any]:
-    """A queue in the API's field names, for comparing with a config entry."""
-    return {
-        "slug": queue.slug,
-        "name": queue.name,
-        "instructions": queue.instructions,
-        "reviews_required": queue.reviews_required,
-        "lease_seconds": queue.lease_seconds,
-        "sla_seconds": queue.sla_seconds,
-        "timeout_action": queue.timeout_action,
-        "escalation_queue": queue.escalation_queue.slug if queue.escalation_queue_id else None,
-        "members": sorted(queue.members.values_list("username", flat=True)),
-        "groups": sorted(queue.groups.values_list("name", flat=True)),
-        "rubric": queue.rubric,
-    }
+# What the services raise for a bad entry: reported with the entry's place in the file.
+SERVICE_ERRORS = (DjangoValidationError, DRFValidationError, ValueError, TypeError, ReviewError)
 
 
 def _same(key: str, given: Any, stored: Any) -> bool:
@@ -165,13 +142,6 @@ class Command(BaseCommand):
         self.stdout.write(f"{kind} {key}: {what}")
 
     def _apply_queues(self, entries: list[Any], actor: Any) -> None:
-        try:
-            from reviewqueue.review.services import save_queue
-        except ImportError:
-            if entries:
-                raise CommandError("queues: reviewqueue.review.services.save_queue is not available") from None
-            return
-        errors = _service_errors()
         slugs: set[str] = set()
         deferred: list[tuple[str, dict[str, Any], Queue]] = []
         # Pass 1: every queue, without an escalation queue that does not exist yet (it may come later
@@ -210,7 +180,7 @@ class Command(BaseCommand):
                 else:
                     queue = save_queue(data=data, actor=actor, queue=queue)
                     self._report("queue", slug, "updated")
-            except errors as exc:
+            except SERVICE_ERRORS as exc:
                 raise CommandError(f"{where}: {_messages(exc)}") from None
             if later:
                 deferred.append((where, entry, queue))
@@ -221,7 +191,7 @@ class Command(BaseCommand):
                 continue
             try:
                 save_queue(data=dict(entry), actor=actor, queue=queue)
-            except errors as exc:
+            except SERVICE_ERRORS as exc:
                 raise CommandError(f"{where}: {_messages(exc)}") from None
 
     def _apply_rules(self, entries: list[Any], actor: Any) -> None:
