@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -37,6 +39,25 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def filter_summary(self) -> str:
+        """The filter in words, for pages: "verdicts: corrected · since: 2026-11-01"."""
+        return describe_filters(self.filters)
+
+
+def describe_filters(filters: dict[str, Any]) -> str:
+    parts = []
+    for key, value in filters.items():
+        if key == "include_auto_approved":
+            parts.append("auto-approved steps included" if value else "")
+        elif key == "labels" and isinstance(value, dict):
+            parts.append("labels: " + ", ".join(f"{name} = {answer}" for name, answer in value.items()))
+        elif isinstance(value, list):
+            parts.append(f"{key}: {', '.join(map(str, value))}")
+        else:
+            parts.append(f"{key}: {value}")
+    return " · ".join(part for part in parts if part) or "every decided step"
 
 
 class VersionStatus(models.TextChoices):

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django_q.models import OrmQ
 
 from evals import tasks
-from evals.models import Dataset, DatasetVersion, Export
+from evals.models import Dataset, DatasetVersion, Export, describe_filters
 from tests.factories import UserFactory
 
 
@@ -58,10 +58,22 @@ def test_bad_filter_shows_errors_not_a_crash(corpus, staff_client):
     assert 'role="alert"' in html and "since" in html
 
 
+def test_filters_are_shown_in_words():
+    assert describe_filters({}) == "every decided step"
+    filters = {"verdicts": ["corrected", "rejected"], "labels": {"tone": "rude"}, "include_auto_approved": True}
+    assert (
+        describe_filters(filters)
+        == "verdicts: corrected, rejected · labels: tone = rude · auto-approved steps included"
+    )
+    assert describe_filters({"since": "2026-11-01T00:00:00+00:00"}) == "since: 2026-11-01T00:00:00+00:00"
+
+
 def test_save_freeze_export_and_watch_progress(corpus, staff_client, django_capture_on_commit_callbacks):
     response = staff_client.post("/datasets/", {"name": "refunds", "kinds": ["tool_call"], "test_ratio": "0.2"})
     assert response.status_code == 302 and response["Location"] == "/datasets/refunds/"
     assert Dataset.objects.get(name="refunds").filters == {"kinds": ["tool_call"]}
+    for page in ("/datasets/", "/datasets/refunds/"):
+        assert "kinds: tool_call" in staff_client.get(page).content.decode()
     assert staff_client.post("/datasets/", {"name": "refunds"}).status_code == 400  # duplicate name, form shown again
     with django_capture_on_commit_callbacks(execute=True):
         fragment = staff_client.post("/datasets/refunds/freeze", HTTP_HX_REQUEST="true").content.decode()
