@@ -20,6 +20,7 @@ from reviewqueue.api.items import error_response, item_json
 from reviewqueue.api.steps import undecided_step_joined
 from reviewqueue.review import permissions, services
 from reviewqueue.review.models import Queue
+from reviewqueue.review.queues import delete_queue, save_queue
 from reviewqueue.review.selectors import queues_for_user
 from reviewqueue.review.services import ReviewError
 
@@ -67,7 +68,7 @@ class QueueListView(APIView):
     def post(self, request: Request) -> Response:
         permissions.require_staff(request.user)
         try:
-            queue = services.save_queue(data=request.data, actor=request.user)
+            queue = save_queue(data=request.data, actor=request.user)
         except ReviewError as exc:
             return error_response(exc)
         return Response(queue_json(queue, staff=True), status=status.HTTP_201_CREATED)
@@ -83,7 +84,7 @@ class QueueDetailView(APIView):
     def patch(self, request: Request, slug: str) -> Response:
         queue = permissions.queue_for_staff(request.user, slug)
         try:
-            queue = services.save_queue(data=request.data, actor=request.user, queue=queue)
+            queue = save_queue(data=request.data, actor=request.user, queue=queue)
         except ReviewError as exc:
             return error_response(exc)
         return Response(queue_json(queue, staff=True))
@@ -92,7 +93,7 @@ class QueueDetailView(APIView):
     def delete(self, request: Request, slug: str) -> Response:
         queue = permissions.queue_for_staff(request.user, slug)
         try:
-            services.delete_queue(queue=queue, actor=request.user)
+            delete_queue(queue=queue, actor=request.user)
         except ReviewError as exc:
             return error_response(exc)
         return Response(status=status.HTTP_204_NO_CONTENT)

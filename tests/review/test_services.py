@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from reviewqueue.core.models import AuditEvent, StepStatus
-from reviewqueue.review import services
+from reviewqueue.review import queues, services
 from reviewqueue.review.models import Decision, ItemStatus, Review, ReviewItem
 from reviewqueue.review.selectors import queues_for_user
 from reviewqueue.review.services import (
@@ -401,7 +401,7 @@ def test_timeout_escalate_moves_items_to_the_escalation_queue(alice) -> None:
 def test_save_queue_validates_and_names_every_bad_field(alice) -> None:
     QueueFactory(slug="taken")
     with pytest.raises(QueueError) as exc:
-        services.save_queue(
+        queues.save_queue(
             data={
                 "slug": "taken",
                 "name": "",
@@ -436,28 +436,28 @@ def test_save_queue_validates_and_names_every_bad_field(alice) -> None:
 
 def test_save_queue_creates_updates_audits_and_skips_no_op_updates(alice, bob) -> None:
     Group.objects.create(name="support")
-    queue = services.save_queue(
+    queue = queues.save_queue(
         data={"slug": "q", "name": "Q", "members": ["bob", "alice"], "groups": ["support"], "rubric": RUBRIC},
         actor=alice,
     )
     assert queue.changed and set(queue.members.values_list("username", flat=True)) == {"alice", "bob"}
-    same = services.save_queue(data={"members": ["alice", "bob"], "name": "Q"}, actor=alice, queue=queue)
+    same = queues.save_queue(data={"members": ["alice", "bob"], "name": "Q"}, actor=alice, queue=queue)
     assert same.changed is False
-    updated = services.save_queue(data={"reviews_required": 2, "members": ["alice"]}, actor=alice, queue=queue)
+    updated = queues.save_queue(data={"reviews_required": 2, "members": ["alice"]}, actor=alice, queue=queue)
     assert updated.changed and updated.reviews_required == 2
     events = AuditEvent.objects.filter(object_type="queue", object_id=str(queue.pk)).order_by("id")
     assert [e.action for e in events] == ["queue.created", "queue.updated"]
     assert events[1].before["members"] == ["alice", "bob"] and events[1].after["members"] == ["alice"]
     with pytest.raises(QueueError, match="escalate to itself"):
-        services.save_queue(data={"escalation_queue": "q"}, actor=alice, queue=queue)
+        queues.save_queue(data={"escalation_queue": "q"}, actor=alice, queue=queue)
 
 
 def test_delete_queue_refuses_queues_with_items(queue, alice) -> None:
     ReviewItemFactory(queue=queue)
     with pytest.raises(Conflict, match="1 open"):
-        services.delete_queue(queue=queue, actor=alice)
+        queues.delete_queue(queue=queue, actor=alice)
     empty = QueueFactory(slug="empty")
-    services.delete_queue(queue=empty, actor=alice)
+    queues.delete_queue(queue=empty, actor=alice)
     assert AuditEvent.objects.filter(action="queue.deleted", before__slug="empty").exists()
 
 

@@ -23,7 +23,8 @@ from django.db import transaction
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from reviewqueue.review.models import Queue
-from reviewqueue.review.services import ReviewError, queue_state, save_queue
+from reviewqueue.review.queues import queue_state, save_queue
+from reviewqueue.review.services import ReviewError
 from reviewqueue.routing.models import RoutingRule
 from reviewqueue.routing.services import create_rule, update_rule
 
