@@ -1,4 +1,4 @@
-"""The review workflow: claim, review, release, resolve, escalate, sweep, and queue configuration.
+"""The review workflow: claim, review, release, resolve, escalate, amend and sweep (queue configuration: `queues.py`).
 
 One implementation, called by the API, the reviewer UI, management commands and tasks.
 
