@@ -458,7 +458,7 @@ def test_webhook_events_are_recorded_in_the_transaction_that_causes_them(
 
 
 @pytest.mark.django_db
-def test_an_escalation_rolled_back_leaves_no_webhook_event(on_postgres) -> None:
+def test_an_escalation_rolled_back_leaves_no_webhook_event() -> None:
     agent = AgentFactory(name="hooked")
     Webhook.objects.create(agent=agent, url="https://example.com/hook", events=["item.escalated"])
     alice = UserFactory(username="alice")
