@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 
 from evals.formats import NAMES
+from evals.redaction import RedactionError, validate_patterns
 from evals.selectors import VERDICT_CHOICES
 from reviewqueue.core.models import StepKind
 from reviewqueue.review.models import Queue
@@ -56,3 +57,39 @@ class DatasetFilterForm(forms.Form):
         if data.get("label_name"):
             filters["labels"] = {data["label_name"]: data.get("label_value") or ""}
         return filters
+
+
+class RedactionForm(forms.Form):
+    """A dataset's redaction settings: on or off, and extra patterns written one a line as
+    `name: regular expression` (the name is the placeholder's: `[CUSTOMER_ID]`)."""
+
+    redact = forms.BooleanField(required=False, label="Redact emails, phone and card numbers, and API keys")
+    patterns = forms.CharField(
+        required=False,
+        label="Extra patterns",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        help_text=(
+            "One a line: name: regular expression (customer_id: CUST-[0-9]{6}). Exports made from now on use them."
+        ),
+    )
+
+    @classmethod
+    def for_dataset(cls, dataset: Any) -> RedactionForm:
+        lines = "\n".join(f"{entry['name']}: {entry['pattern']}" for entry in dataset.redaction_patterns)
+        return cls(initial={"redact": dataset.redact, "patterns": lines})
+
+    def clean_patterns(self) -> list[dict[str, str]]:
+        entries = []
+        for number, line in enumerate(self.cleaned_data["patterns"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, colon, pattern = line.partition(":")
+            if not colon or not name.strip() or not pattern.strip():
+                raise forms.ValidationError(f"line {number}: write it as name: regular expression")
+            try:
+                entries.extend(validate_patterns([{"name": name.strip(), "pattern": pattern.strip()}]))
+            except RedactionError as exc:
+                raise forms.ValidationError(
+                    f"line {number}: {str(exc).removeprefix('redaction_patterns[0].')}"
+                ) from None
+        return entries

@@ -10,6 +10,7 @@ urlpatterns = [
     path("exports/<int:export_id>/progress", views.export_progress, name="export-progress"),
     path("<slug:name>/", views.dataset_page, name="dataset"),
     path("<slug:name>/freeze", views.freeze, name="freeze"),
+    path("<slug:name>/redaction", views.redaction, name="redaction"),
     path("<slug:name>/versions/<int:number>/export", views.start_export, name="export"),
     path("<slug:name>/versions/<int:number>/progress", views.version_progress, name="version-progress"),
 ]

@@ -18,7 +18,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from evals import selectors, services
 from evals.formats import NAMES, ExportContext, get_format
-from evals.forms import DatasetFilterForm
+from evals.forms import DatasetFilterForm, RedactionForm
 from evals.models import Dataset, DatasetVersion, Export, ExportStatus, VersionStatus
 from evals.redaction import Redactor
 
@@ -118,6 +118,10 @@ def _versions_context(dataset: Dataset) -> dict[str, Any]:
     return {**_card_context(dataset), "versions": versions}
 
 
+def _page_context(dataset: Dataset, redaction: RedactionForm | None = None) -> dict[str, Any]:
+    return {**_versions_context(dataset), "redaction": redaction or RedactionForm.for_dataset(dataset)}
+
+
 def _card_context(dataset: Dataset) -> dict[str, Any]:
     """What a version's card needs besides the version (its export form's choices)."""
     return {"dataset": dataset, "formats": NAMES, "splits": services.SPLITS}
@@ -127,7 +131,20 @@ def _card_context(dataset: Dataset) -> dict[str, Any]:
 @require_GET
 def dataset_page(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _dataset_for(request, name)
-    return render(request, "evals/dataset.html", _versions_context(dataset))
+    return render(request, "evals/dataset.html", _page_context(dataset))
+
+
+@login_required
+@require_POST
+def redaction(request: HttpRequest, name: str) -> HttpResponse:
+    """Save a dataset's redaction settings; the page again with the form's errors (400) if bad."""
+    dataset = _dataset_for(request, name)
+    form = RedactionForm(request.POST)
+    if not form.is_valid():
+        return render(request, "evals/dataset.html", _page_context(dataset, form), status=400)
+    data = {"redact": form.cleaned_data["redact"], "redaction_patterns": form.cleaned_data["patterns"]}
+    services.save_dataset(data=data, actor=request.user, dataset=dataset)
+    return redirect("evals:dataset", name=dataset.name)
 
 
 @login_required

@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse
 from django_q.models import OrmQ
 
-from evals import tasks
+from evals import services, tasks
 from evals.models import Dataset, DatasetVersion, Export, describe_filters
 from tests.factories import UserFactory
 
@@ -108,3 +108,38 @@ def test_save_freeze_export_and_watch_progress(corpus, staff_client, django_capt
     page = staff_client.get("/datasets/refunds/").content.decode()
     assert "v1" in page and "trl-sft" in page and "Download" in page
     assert staff_client.post(reverse("evals:export", args=["refunds", 1]), {"format": "xml"}).status_code == 400
+
+
+def test_redaction_settings_are_edited_on_the_dataset_page(corpus, staff_client, tmp_path):
+    dataset = Dataset.objects.create(name="support")
+    page = staff_client.get("/datasets/support/").content.decode()
+    assert "Redaction settings" in page and '<input type="checkbox" name="redact" id="id_redact" checked>' in page
+    saved = staff_client.post(
+        "/datasets/support/redaction", {"patterns": "order_ref: ORD-[0-9]{5}\n\ncustomer_id: CUST-[0-9]{6}"}
+    )
+    assert saved.status_code == 302 and saved["Location"] == "/datasets/support/"
+    dataset.refresh_from_db()
+    assert dataset.redact is False
+    assert dataset.redaction_patterns == [
+        {"name": "order_ref", "pattern": "ORD-[0-9]{5}"},
+        {"name": "customer_id", "pattern": "CUST-[0-9]{6}"},
+    ]
+    page = staff_client.get("/datasets/support/").content.decode()
+    assert "order_ref: ORD-[0-9]{5}\ncustomer_id: CUST-[0-9]{6}" in page and "<dt>Redaction</dt><dd>off</dd>" in page
+    # Bad lines: 400 with the line's problem, nothing saved.
+    for patterns, problem in (
+        ("order_ref ORD-[0-9]{5}", "line 1: write it as name: regular expression"),
+        ("ok: a\nbroken: (", "line 2: pattern is not a valid regex"),
+        ("Bad Name: x", "line 1: name must be lowercase letters, digits and _"),
+    ):
+        refused = staff_client.post("/datasets/support/redaction", {"redact": "on", "patterns": patterns})
+        assert refused.status_code == 400 and problem in refused.content.decode()
+        assert '<details class="redaction" open>' in refused.content.decode()
+    dataset.refresh_from_db()
+    assert dataset.redact is False and len(dataset.redaction_patterns) == 2
+    # The next export uses them.
+    staff_client.post("/datasets/support/redaction", {"redact": "on", "patterns": "order_ref: refund"})
+    services.freeze_version(dataset=dataset)
+    out = tmp_path / "support.jsonl"
+    result = services.export_to_path(fmt_name="jsonl", out=out, version=dataset.versions.get())
+    assert result.redactions.get("order_ref") and "[ORDER_REF]" in out.read_text()
