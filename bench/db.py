@@ -72,12 +72,13 @@ def insert_rows(
     # (a step's review item is made as the step arrives, its reviews and decision after it).
     # Without it a joined insert numbers its rows in the join's order, and the ids of a run of
     # steps' items, reviews and decisions scatter over their tables, as they never do live.
-    statement = "INSERT INTO {table} ({cols}) SELECT {exprs} FROM generate_series(1, %s) AS g {source} {order}".format(
-        table=connection.ops.quote_name(model._meta.db_table),
-        cols=", ".join(connection.ops.quote_name(n) for n in names),
-        exprs=", ".join(expressions),
-        source=source,
-        order="ORDER BY g",
+    statement = (
+        "INSERT INTO {table} ({cols}) SELECT {exprs} FROM generate_series(1, %s) AS g {source} ORDER BY g".format(
+            table=connection.ops.quote_name(model._meta.db_table),
+            cols=", ".join(connection.ops.quote_name(n) for n in names),
+            exprs=", ".join(expressions),
+            source=source,
+        )
     )
     with connection.cursor() as cursor:
         cursor.execute(statement, [*values, count, *(source_params or [])])

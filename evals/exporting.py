@@ -282,7 +282,8 @@ _LINE_START = b'{"line":%d,'  # a manifest line's start, before its body
 
 def check_targets(out: Path, manifest: Path | None = None) -> None:
     """Raise ValueError, before anything is written, if an export could not be renamed into
-    place at `out` and its manifest (default: beside it)."""
+    place at `out` and its manifest (default: beside it). `services.export_to_path`, which every
+    export goes through, calls it before it starts (and before a parallel export forks)."""
     manifest = manifest or manifest_path_for(out)
     for path in (out, manifest):
         if path.is_dir():
@@ -370,8 +371,6 @@ class ExportFiles:
     ) -> None:
         out = Path(out)
         manifest = Path(manifest) if manifest else manifest_path_for(out)
-        if part is None:
-            check_targets(out, manifest)
         out.parent.mkdir(parents=True, exist_ok=True)
         manifest.parent.mkdir(parents=True, exist_ok=True)
         self.fmt, self.progress, self.part = fmt, progress, part

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from evals.formats import NAMES
-from evals.redaction import RedactionError, validate_patterns
+from evals.redaction import pattern_problem
 from evals.selectors import VERDICT_CHOICES
 from reviewqueue.core.models import StepKind
 from reviewqueue.review.models import Queue
@@ -86,10 +86,9 @@ class RedactionForm(forms.Form):
             name, colon, pattern = line.partition(":")
             if not colon or not name.strip() or not pattern.strip():
                 raise forms.ValidationError(f"line {number}: write it as name: regular expression")
-            try:
-                entries.extend(validate_patterns([{"name": name.strip(), "pattern": pattern.strip()}]))
-            except RedactionError as exc:
-                raise forms.ValidationError(
-                    f"line {number}: {str(exc).removeprefix('redaction_patterns[0].')}"
-                ) from None
+            entry = {"name": name.strip(), "pattern": pattern.strip()}
+            problem = pattern_problem(entry["name"], entry["pattern"])
+            if problem:
+                raise forms.ValidationError(f"line {number}: {problem}")
+            entries.append(entry)
         return entries

@@ -136,14 +136,23 @@ def validate_patterns(patterns: Any) -> list[dict[str, str]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str) or not entry.get("pattern"):
             raise RedactionError(f"redaction_patterns[{index}] needs a non-empty 'pattern' string")
         name = str(entry.get("name") or f"pattern_{index + 1}")
-        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
-            raise RedactionError(f"redaction_patterns[{index}].name must be lowercase letters, digits and _")
-        try:
-            re.compile(entry["pattern"])
-        except re.error as exc:
-            raise RedactionError(f"redaction_patterns[{index}].pattern is not a valid regex: {exc}") from None
+        problem = pattern_problem(name, entry["pattern"])
+        if problem:
+            raise RedactionError(f"redaction_patterns[{index}].{problem}")
         clean.append({"name": name, "pattern": entry["pattern"]})
     return clean
+
+
+def pattern_problem(name: str, pattern: str) -> str | None:
+    """What is wrong with an extra pattern ("name must be …", "pattern is not a valid regex: …"),
+    or None."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+        return "name must be lowercase letters, digits and _"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"pattern is not a valid regex: {exc}"
+    return None
 
 
 class Redactor:

@@ -20,7 +20,7 @@ from reviewqueue.api.items import error_response, item_json
 from reviewqueue.api.steps import undecided_step_joined
 from reviewqueue.review import permissions, services
 from reviewqueue.review.models import Queue
-from reviewqueue.review.queues import delete_queue, save_queue
+from reviewqueue.review.queues import delete_queue, queue_fields, save_queue
 from reviewqueue.review.selectors import queues_for_user
 from reviewqueue.review.services import ReviewError
 
@@ -30,18 +30,8 @@ COUNTS = ("pending_count", "claimed_count", "overdue_count", "done_today")
 def queue_json(queue: Queue, *, staff: bool) -> dict[str, Any]:
     """A queue in the API's field names; members and groups for staff only. Counts when annotated
     (`queues_for_user`). Members/groups should be prefetched when listing."""
-    data: dict[str, Any] = {
-        "slug": queue.slug,
-        "name": queue.name,
-        "instructions": queue.instructions,
-        "reviews_required": queue.reviews_required,
-        "lease_seconds": queue.lease_seconds,
-        "sla_seconds": queue.sla_seconds,
-        "timeout_action": queue.timeout_action,
-        "escalation_queue": queue.escalation_queue.slug if queue.escalation_queue_id else None,
-        "rubric": queue.rubric,
-    }
-    if staff:
+    data = queue_fields(queue)
+    if staff:  # from the prefetched members and groups (queue_state would query them)
         data["members"] = sorted(u.get_username() for u in queue.members.all())
         data["groups"] = sorted(g.name for g in queue.groups.all())
     for key in COUNTS:

@@ -74,10 +74,16 @@ def _redis() -> Any:
         return _redis_client
 
 
+def publishes_in_transaction() -> bool:
+    """Whether the wake-up is a statement that goes with the deciding transaction (a NOTIFY,
+    delivered at its commit: `publish_statement`) rather than `publish` after the commit."""
+    return transport() == "postgres"
+
+
 def publish_statement(step_id: int, event: str = DECIDED) -> rows.Statement | None:
     """PostgreSQL transport: the NOTIFY of `publish` as a `rows.Statement`, to go with other
     statements in one round trip (`hooks.receivers`); None on the other transports."""
-    if transport() != "postgres":
+    if not publishes_in_transaction():
         return None
     return rows.Statement("SELECT pg_notify(%s, %s)", [channel_name(), f"{event}:{step_id}"])
 

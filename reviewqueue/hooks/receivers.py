@@ -70,5 +70,5 @@ def _record_and_wake(step_id: int, event: str, record: Callable[[list[Webhook]],
 
 
 def _wake_after_commit(step_id: int, event: str) -> None:
-    if notify.transport() != "postgres":  # else a NOTIFY went with the transaction
+    if not notify.publishes_in_transaction():  # else a NOTIFY went with the transaction
         notify.publish(step_id, event)

@@ -36,8 +36,8 @@ SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,60}$")
 MAX_LEASE_SECONDS = 7 * 24 * 3600
 
 
-def queue_state(queue: Queue) -> dict[str, Any]:
-    """A queue in the API's field names (also the audit before/after)."""
+def queue_fields(queue: Queue) -> dict[str, Any]:
+    """A queue's own fields in the API's names: all but its members and groups."""
     return {
         "slug": queue.slug,
         "name": queue.name,
@@ -47,9 +47,17 @@ def queue_state(queue: Queue) -> dict[str, Any]:
         "sla_seconds": queue.sla_seconds,
         "timeout_action": queue.timeout_action,
         "escalation_queue": queue.escalation_queue.slug if queue.escalation_queue_id else None,
+        "rubric": queue.rubric,
+    }
+
+
+def queue_state(queue: Queue) -> dict[str, Any]:
+    """A queue in the API's field names, members and groups included (also the audit
+    before/after)."""
+    return {
+        **queue_fields(queue),
         "members": sorted(queue.members.values_list("username", flat=True)) if queue.pk else [],
         "groups": sorted(queue.groups.values_list("name", flat=True)) if queue.pk else [],
-        "rubric": queue.rubric,
     }
 
 
